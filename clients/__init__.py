@@ -1,0 +1,1 @@
+"""Optin's ClientApp: the workspace node that answers consent and trains with DP-SGD."""

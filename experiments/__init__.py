@@ -1,0 +1,1 @@
+"""Runners and the ``optin`` CLI: the demo, experiments and benchmarks."""

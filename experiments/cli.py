@@ -1,0 +1,51 @@
+"""The ``optin`` command line. User mistakes (``OptinError``) end in one line and exit code 1."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from federated.data import SyntheticSpec
+from federated.errors import OptinError
+
+app = typer.Typer(help="Optin: opt-in, differentially private federated training across chat workspaces.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+console = Console()
+
+
+@app.callback()
+def main() -> None:
+    """Optin's command line."""
+
+
+@app.command()
+def demo(
+    workspaces: int = typer.Option(8, help="Number of synthetic workspaces."),
+    opted_out: int = typer.Option(2, help="How many of them do not consent."),
+    rounds: int = typer.Option(5, help="Federated rounds."),
+    local_steps: int = typer.Option(30, help="DP-SGD steps per workspace per round."),
+    noise_multiplier: float = typer.Option(1.0, help="Gaussian noise std / clipping norm."),
+    seed: int = typer.Option(0, help="Seed of the data, model and sampling."),
+    results: Path = typer.Option(Path("results"), help="Folder under which the run folder is created."),
+) -> None:
+    """Train on built-in synthetic workspaces in process and print per-round and per-workspace tables.
+
+    Example: optin demo --workspaces 8 --opted-out 2 --rounds 5
+    """
+    from experiments.demo import DEMO_CONFIG, print_demo, run_demo
+
+    try:
+        config = replace(DEMO_CONFIG, num_rounds=rounds, local_steps=local_steps, noise_multiplier=noise_multiplier)
+        result = run_demo(results, SyntheticSpec(num_workspaces=workspaces, seed=seed), opted_out, config, console)
+    except (OptinError, ValueError) as exc:
+        _fail(exc)
+    print_demo(result, console)
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    sys.exit(1)

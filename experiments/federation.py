@@ -1,0 +1,48 @@
+"""Prepare a synthetic federation on disk and run Optin's apps on it in process."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from clients.app import app as client_app
+from federated.config import RunConfig
+from federated.data import SyntheticSpec, generate_federation
+from federated.inprocess import Observer, run_in_process
+from federated.privacy.policy import Policy, write_policy
+from server.app import app as server_app
+
+
+@dataclass(frozen=True)
+class FederationLayout:
+    """Workspace folders, and which of them consent (a missing policy file means no)."""
+
+    folders: tuple[Path, ...]
+    opted_out: tuple[int, ...]
+
+
+def make_synthetic_federation(root: Path, spec: SyntheticSpec, opted_out: Sequence[int]) -> FederationLayout:
+    """Generate ``spec`` under ``root``; every workspace consents except those at ``opted_out``.
+
+    Of the opted-out workspaces, the first gets no policy file at all (the default is no) and the rest an
+    explicit ``consent = false``.
+    """
+    folders = generate_federation(root, spec)
+    bad = sorted(set(opted_out) - set(range(len(folders))))
+    if bad:
+        raise ValueError(f"opted_out: indices {bad} outside 0..{len(folders) - 1}")
+    for i, folder in enumerate(folders):
+        if i not in opted_out:
+            write_policy(folder, Policy(consent=True))
+        elif i != min(opted_out):
+            write_policy(folder, Policy(consent=False))
+    return FederationLayout(tuple(folders), tuple(sorted(opted_out)))
+
+
+def run_federation(folders: Sequence[Path], config: RunConfig,
+                   observer: Observer | None = None) -> dict[int, Path]:
+    """Run Optin's ServerApp and ClientApp in process; returns which node id served which folder."""
+    grid = run_in_process(server_app, client_app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
+                          observer=observer)
+    return {node.node_id: Path(str(node.context.node_config["workspace"])) for node in grid.nodes}

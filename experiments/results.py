@@ -1,0 +1,57 @@
+"""Results folders: sortable run ids and the per-run outputs (config, metrics, plots)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def new_run_dir(results_root: Path, experiment: str) -> Path:
+    """``results_root/<UTC time>-<experiment>``: sortable by time, named for the experiment, never reused."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    for suffix in ("", *(f"-{i}" for i in range(1, 1000))):
+        path = results_root / f"{stamp}-{experiment}{suffix}"
+        try:
+            path.mkdir(parents=True)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{results_root}: no free run folder for {stamp}-{experiment}")
+
+
+def load_metrics(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
+    """Held-out accuracy and loss of the global model per round (round 0: the initial model)."""
+    rounds = [r for r in metrics["rounds"] if "eval-accuracy" in r["metrics"]]
+    xs = [r["round"] for r in rounds]
+    fig, (acc, loss) = plt.subplots(1, 2, figsize=(9, 3.5))
+    acc.plot(xs, [r["metrics"]["eval-accuracy"] for r in rounds], marker="o")
+    acc.set(xlabel="round", ylabel="next-char accuracy", title="Held-out accuracy")
+    loss.plot(xs, [r["metrics"]["eval-loss"] for r in rounds], marker="o", color="tab:red")
+    loss.set(xlabel="round", ylabel="cross-entropy (nats/char)", title="Held-out loss")
+    for ax in (acc, loss):
+        ax.grid(alpha=0.3)
+        ax.set_xticks(xs)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_config(run_dir: Path, values: dict[str, int | float | str]) -> Path:
+    """The resolved run config as TOML (``config.toml``), so the run can be repeated."""
+    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    path = run_dir / "config.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,1 @@
+"""Privacy: accounting of DP releases and the workspace's consent policy."""

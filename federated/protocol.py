@@ -1,0 +1,17 @@
+"""Names shared by the ServerApp and the ClientApp: record keys, the train config and error codes."""
+
+CONSENT_KEY = "consent"
+"""Key of the ConfigRecord answering a ``query``: ``consent`` (bool) and ``reason`` (a fixed code)."""
+
+REFUSED_CODE = 1001
+"""Error code of a node's refusal (no consent, or a train config it will not run)."""
+
+TRAIN_CONFIG_FIELDS: dict[str, type] = {
+    "server-round": int,
+    "local-steps": int,
+    "batch-size": int,
+    "lr": float,
+    "noise-multiplier": float,
+    "max-grad-norm": float,
+}
+"""What a ``train`` message's ConfigRecord must hold, and each value's type."""

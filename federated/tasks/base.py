@@ -1,0 +1,49 @@
+"""The task protocol: what a node and the server need to know about a learning problem.
+
+A task owns its public encoding (never built from workspace text, so it leaks
+nothing), its model, its per-sample loss and its metrics. One encoded sample is
+one unit of privacy: DP-SGD clips the gradient of each sample separately.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from federated.errors import ConfigError
+
+
+class Task(Protocol):
+    """A learning problem over chat messages."""
+
+    name: str
+
+    def build_model(self, seed: int) -> nn.Module:
+        """A freshly initialised model; the same seed gives the same weights."""
+        ...
+
+    def encode(self, texts: Sequence[str]) -> TensorDataset:
+        """One sample per text, as (inputs, targets) tensors."""
+        ...
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of each sample's own loss (Opacus' ``loss_reduction="mean"``)."""
+        ...
+
+    def evaluate(self, model: nn.Module, data: TensorDataset) -> dict[str, float]:
+        """Metrics of ``model`` on ``data``: at least ``loss`` and ``accuracy``."""
+        ...
+
+
+def get_task(name: str, seq_len: int = 64) -> Task:
+    """The task registered under ``name``; a ``ConfigError`` lists the known ones otherwise."""
+    from federated.tasks.nextchar import NextCharTask
+
+    tasks = {"nextchar": lambda: NextCharTask(seq_len=seq_len)}
+    if name not in tasks:
+        raise ConfigError(f"task: unknown task {name!r}; expected one of {sorted(tasks)}")
+    return tasks[name]()

@@ -1,0 +1,130 @@
+"""Next-character prediction over chat messages (an autocomplete model).
+
+Vocabulary: the 256 UTF-8 byte values plus BOS and PAD. It is fixed and public,
+so nothing about any workspace's text is revealed by it.
+
+One sample is one message: its first ``seq_len`` bytes, predicted one byte at a
+time from the bytes before it. Longer messages are truncated, so each message
+contributes exactly one sample and message-level DP clips exactly one gradient
+per message.
+
+Model: a small pre-norm causal transformer built only from ``nn.Embedding``,
+``nn.Linear`` and ``nn.LayerNorm``, all of which Opacus computes per-sample
+gradients for cheaply (a recurrent model costs far more under DP-SGD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+BOS = 256
+PAD = 257
+VOCAB_SIZE = 258
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Size of the causal transformer."""
+
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        heads = [z.view(b, t, self.n_heads, c // self.n_heads).transpose(1, 2) for z in (q, k, v)]
+        y = F.scaled_dot_product_attention(*heads, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = CausalSelfAttention(d_model, n_heads)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc = nn.Linear(d_model, 4 * d_model)
+        self.out = nn.Linear(4 * d_model, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class CharTransformer(nn.Module):
+    """Causal byte-level language model: logits of shape (batch, seq_len, VOCAB_SIZE)."""
+
+    def __init__(self, seq_len: int, shape: ModelShape) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB_SIZE, shape.d_model)
+        self.pos = nn.Embedding(seq_len, shape.d_model)
+        self.blocks = nn.Sequential(*[Block(shape.d_model, shape.n_heads) for _ in range(shape.n_layers)])
+        self.ln = nn.LayerNorm(shape.d_model)
+        self.head = nn.Linear(shape.d_model, VOCAB_SIZE)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        # Positions are expanded to the batch so Opacus sees a per-sample input for pos.
+        positions = torch.arange(idx.shape[1], device=idx.device).expand_as(idx)
+        x = self.tok(idx) + self.pos(positions)
+        return self.head(self.ln(self.blocks(x)))
+
+
+class NextCharTask:
+    """Flagship task: per-message next-byte prediction; metrics are byte accuracy and loss."""
+
+    name = "nextchar"
+
+    def __init__(self, seq_len: int = 64, shape: ModelShape = ModelShape()) -> None:
+        self.seq_len = seq_len
+        self.shape = shape
+
+    def build_model(self, seed: int) -> nn.Module:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return CharTransformer(self.seq_len, self.shape)
+
+    def encode(self, texts: Sequence[str]) -> TensorDataset:
+        n = len(texts)
+        inputs = torch.full((n, self.seq_len), PAD, dtype=torch.long)
+        targets = torch.full((n, self.seq_len), IGNORE, dtype=torch.long)
+        for i, text in enumerate(texts):
+            data = list(text.encode("utf-8")[: self.seq_len])
+            if not data:
+                continue
+            inputs[i, : len(data)] = torch.tensor([BOS, *data[:-1]])
+            targets[i, : len(data)] = torch.tensor(data)
+        return TensorDataset(inputs, targets)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+        counts = (targets != IGNORE).sum(dim=1).clamp(min=1)
+        # Each message's mean token loss, then the batch mean: each message is one DP sample.
+        return (per_token.sum(dim=1) / counts).mean()
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: TensorDataset, batch_size: int = 256) -> dict[str, float]:
+        model.eval()
+        total_loss, correct, count = 0.0, 0, 0
+        for inputs, targets in DataLoader(data, batch_size=batch_size):
+            logits = model(inputs)
+            mask = targets != IGNORE
+            total_loss += F.cross_entropy(logits[mask], targets[mask], reduction="sum").item()
+            correct += (logits.argmax(dim=-1)[mask] == targets[mask]).sum().item()
+            count += int(mask.sum())
+        return {"loss": total_loss / max(count, 1), "accuracy": correct / max(count, 1)}

@@ -1,0 +1,1 @@
+"""Optin's ServerApp: a consent-aware FedAvg over Flower's Message API."""
