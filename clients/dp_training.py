@@ -7,12 +7,15 @@ sampling (each sample independently with probability ``sample_rate``), so
 batches vary in size and may be empty. The Opacus RDP accountant is restored
 from ``history`` before training and records every step taken, so ε covers all
 earlier releases of the run, not this call alone.
-Assumption: one dataset row is one privacy unit (a message).
+Assumption: one dataset row is one privacy unit (a message). Noise and
+sampling come from a seeded ``torch.Generator`` (Opacus' ``secure_mode`` off):
+fine for research runs, not a defence against floating-point attacks.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +25,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from federated.privacy.accounting import Step, make_accountant
 from federated.tasks import Task
+
+# Both are expected here: secure_mode is off by design (see above), and the first
+# layer's input is token ids, which never require gradients.
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
 
 
 @dataclass(frozen=True)

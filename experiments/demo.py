@@ -46,8 +46,9 @@ def run_demo(results_root: Path, spec: SyntheticSpec, opted_out: int, config: Ru
              console: Console | None = None) -> DemoResult:
     """Generate the federation, run it in process with a progress display, write results; return them."""
     console = console or Console()
+    opted_out_indices = spread_indices(spec.num_workspaces, opted_out)
     run_dir = new_run_dir(results_root, "demo")
-    layout = make_synthetic_federation(run_dir / "workspaces", spec, spread_indices(spec.num_workspaces, opted_out))
+    layout = make_synthetic_federation(run_dir / "workspaces", spec, opted_out_indices)
     config = replace(config, results_dir=str(run_dir), seed=spec.seed)
     write_config(run_dir, config.to_mapping())
     _log_to_file(run_dir / "run.log")
@@ -78,7 +79,7 @@ def print_demo(result: DemoResult, console: Console) -> None:
     """The per-round and per-workspace tables, and where the results are."""
     rounds = Table(title="Global model per round (held-out splits of consenting workspaces)")
     for column in ("round", "trained", "skipped", "train loss", "eval loss", "eval accuracy"):
-        rounds.add_column(column, justify="right")
+        rounds.add_column(column, justify="right", no_wrap=True)
     for r in result.metrics["rounds"]:
         m = r["metrics"]
         rounds.add_row(str(r["round"]), str(len(r["trained"])), str(len(r["skipped"])),
@@ -86,10 +87,10 @@ def print_demo(result: DemoResult, console: Console) -> None:
     console.print(rounds)
 
     workspaces = Table(title="Workspaces (ε from the Opacus RDP accountant, message-level DP)")
-    for column in ("node", "workspace", "consent", "rounds joined", "ε spent", "δ", "final accuracy"):
-        workspaces.add_column(column, justify="right")
+    for column in ("workspace", "consent", "rounds", "ε spent", "δ", "accuracy"):
+        workspaces.add_column(column, justify="left" if column == "workspace" else "right", no_wrap=True)
     for node_id, entry in sorted(result.metrics["nodes"].items(), key=lambda kv: int(kv[0])):
-        workspaces.add_row(node_id, result.names.get(node_id, "?"), entry.get("consent", "?"),
+        workspaces.add_row(result.names.get(node_id, f"node {node_id}"), entry.get("consent", "?"),
                            str(entry["rounds_joined"]), _fmt(entry["epsilon"]), _fmt(entry["delta"], "g"),
                            _fmt(entry.get("eval_accuracy")))
     console.print(workspaces)

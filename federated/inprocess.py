@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
-from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
@@ -29,6 +28,9 @@ log = logging.getLogger("optin.inprocess")
 CLIENT_APP_RAISED_EXCEPTION = 2  # flwr.common.constant.ErrorCode.CLIENT_APP_RAISED_EXCEPTION
 SERVER_NODE_ID = 1  # flwr.common.constant.SUPERLINK_NODE_ID
 FIRST_NODE_ID = 100
+
+ClientAppCallable = Callable[[Message, Context], Message]
+"""A ``flwr.clientapp.ClientApp``, or anything called the same way."""
 
 Observer = Callable[[str, str, Sequence[Message]], None]
 """Called after each ``send_and_receive`` with (message type, group id, replies)."""
@@ -45,7 +47,7 @@ class InProcessNode:
 class InProcessGrid(Grid):
     """A ``Grid`` whose nodes are ClientApp calls in this process."""
 
-    def __init__(self, client_app: ClientApp, nodes: Sequence[InProcessNode], run: Run,
+    def __init__(self, client_app: ClientAppCallable, nodes: Sequence[InProcessNode], run: Run,
                  observer: Observer | None = None) -> None:
         self._client_app = client_app
         self._nodes = {node.node_id: node for node in nodes}
@@ -105,7 +107,7 @@ class InProcessGrid(Grid):
         return reply
 
 
-def run_in_process(server_app: ServerApp, client_app: ClientApp, node_configs: Sequence[Mapping[str, str]],
+def run_in_process(server_app: ServerApp, client_app: ClientAppCallable, node_configs: Sequence[Mapping[str, str]],
                    run_config: Mapping[str, int | float | str], run_id: int = 1,
                    observer: Observer | None = None) -> InProcessGrid:
     """Run ``server_app`` against one in-process node per entry of ``node_configs``; returns the grid.

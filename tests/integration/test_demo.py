@@ -1,0 +1,30 @@
+"""The main job end to end through the CLI: tables, metrics.json, plot, and clean errors."""
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from experiments.cli import app
+
+
+@pytest.mark.slow
+def test_demo_writes_results_and_prints_both_tables(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--workspaces", "4", "--opted-out", "1", "--rounds", "1",
+                                      "--local-steps", "3", "--results", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = tmp_path.iterdir()
+    assert run_dir.name.endswith("-demo")
+    for name in ("metrics.json", "config.toml", "run.log", "plots/accuracy.png"):
+        assert (run_dir / name).stat().st_size > 0
+    assert (run_dir / "plots/accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Global model per round" in result.output and "Workspaces" in result.output
+    assert "policy-missing" in result.output and str(run_dir) in result.output.replace("\n", "")
+
+
+def test_demo_rejects_bad_arguments_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["demo", "--workspaces", "2", "--opted-out", "3", "--results", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "opted-out: expected between 0 and 2, got 3" in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())  # nothing was created for a rejected run

@@ -1,0 +1,116 @@
+"""A whole federated run in process: consent gating, honest ε, and learning that helps."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from opacus.accountants import RDPAccountant
+
+from clients.app import app as client_app
+from clients.workspace_node import DATA_FOLDER
+from experiments.federation import FederationLayout
+from federated.data import load_slack_export, split_messages
+from federated.inprocess import run_in_process
+from federated.tasks import get_task
+from server.app import app as server_app
+from tests.conftest import SMALL_CONFIG
+
+OPENED: list[str] = []
+
+
+def _record_opens(event: str, args: tuple) -> None:
+    if event == "open" and isinstance(args[0], (str, Path)):
+        OPENED.append(str(args[0]))
+
+
+sys.addaudithook(_record_opens)  # audit hooks cannot be removed; this one only appends paths
+
+
+@pytest.fixture
+def finished_run(small_federation: FederationLayout, tmp_path: Path):
+    config = replace(SMALL_CONFIG, results_dir=str(tmp_path / "results"))
+    delivered: list[tuple[str, str]] = []
+
+    def recording_client(msg: Message, context: Context) -> Message:
+        delivered.append((str(context.node_config["workspace"]), msg.metadata.message_type))
+        return client_app(msg, context)
+
+    OPENED.clear()
+    grid = run_in_process(server_app, recording_client, [{"workspace": str(f)} for f in small_federation.folders],
+                          config.to_mapping())
+    node_of = {str(n.context.node_config["workspace"]): str(n.node_id) for n in grid.nodes}
+    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    return config, small_federation, metrics, delivered, node_of, list(OPENED)
+
+
+@pytest.mark.slow
+def test_opted_out_workspace_gets_no_train_message_and_its_messages_are_never_read(finished_run) -> None:
+    config, layout, metrics, delivered, node_of, opened = finished_run
+    out = str(layout.folders[1])
+    assert [t for ws, t in delivered if ws == out] == ["query"] * (config.num_rounds + 1)
+    assert not [p for p in opened if p.startswith(str(layout.folders[1] / DATA_FOLDER))]
+    assert [p for p in opened if p.startswith(str(layout.folders[0] / DATA_FOLDER))]  # the hook does see reads
+    for r in metrics["rounds"]:
+        assert r["skipped"][node_of[out]] == "policy-missing"
+        if r["round"] > 0:
+            assert sorted(r["trained"]) == sorted(node_of[str(f)] for i, f in enumerate(layout.folders) if i != 1)
+
+
+@pytest.mark.slow
+def test_reported_epsilon_equals_an_independent_accountant(finished_run) -> None:
+    config, layout, metrics, _, node_of, _ = finished_run
+    for i, folder in enumerate(layout.folders):
+        entry = metrics["nodes"][node_of[str(folder)]]
+        if i == 1:
+            assert entry["rounds_joined"] == 0 and entry["epsilon"] == 0.0
+            continue
+        messages = load_slack_export(folder / DATA_FOLDER).messages
+        train, _ = split_messages(list(messages), config.test_fraction, config.seed)
+        sample_rate = 1 / math.ceil(len(train) / config.batch_size)
+        accountant = RDPAccountant()
+        for _ in range(config.num_rounds * config.local_steps):
+            accountant.step(noise_multiplier=config.noise_multiplier, sample_rate=sample_rate)
+        assert entry["rounds_joined"] == config.num_rounds
+        assert entry["epsilon"] == pytest.approx(accountant.get_epsilon(delta=config.delta), rel=1e-9)
+        assert entry["delta"] == config.delta
+
+
+@pytest.mark.slow
+def test_held_out_accuracy_beats_the_initial_model_clearly(finished_run) -> None:
+    _, _, metrics, _, _, _ = finished_run
+    accuracy = [r["metrics"]["eval-accuracy"] for r in metrics["rounds"]]
+    assert len(accuracy) == SMALL_CONFIG.num_rounds + 1
+    assert accuracy[-1] > accuracy[0] + 0.10
+
+
+def _train_message(layout: FederationLayout) -> Message:
+    task = get_task(SMALL_CONFIG.task, SMALL_CONFIG.seq_len)
+    config = ConfigRecord({"server-round": 1, "local-steps": 2, "batch-size": 8, "lr": 0.1,
+                           "noise-multiplier": 1.0, "max-grad-norm": 1.0})
+    content = RecordDict({"arrays": ArrayRecord(task.build_model(0).state_dict()), "config": config})
+    message = Message(content, 7, "train")
+    message.metadata.__dict__["_message_id"] = "m1"
+    return message
+
+
+def test_node_without_consent_refuses_before_touching_its_data(small_federation: FederationLayout) -> None:
+    folder = small_federation.folders[1]
+    shutil.rmtree(folder / DATA_FOLDER)  # any attempt to read it would now fail with a data error
+    context = Context(1, 7, {"workspace": str(folder)}, RecordDict(), SMALL_CONFIG.to_mapping())
+    reply = client_app(_train_message(small_federation), context)
+    assert reply.has_error() and reply.error.reason == "refused: policy-missing"
+
+
+def test_missing_data_folder_is_an_error_naming_the_path(small_federation: FederationLayout) -> None:
+    folder = small_federation.folders[0]
+    shutil.rmtree(folder / DATA_FOLDER)
+    context = Context(1, 7, {"workspace": str(folder)}, RecordDict(), SMALL_CONFIG.to_mapping())
+    reply = client_app(_train_message(small_federation), context)
+    assert reply.has_error() and str(folder / DATA_FOLDER) in reply.error.reason
