@@ -1,14 +1,20 @@
-"""Optin's ClientApp: ``query`` (consent), ``train`` (local DP-SGD) and ``evaluate``.
+"""Optin's ClientApp: ``query`` (consent and budget), ``train`` (local DP-SGD) and ``evaluate``.
 
-What a reply may carry: the consent answer (flag and a fixed reason code), the
-model arrays after local DP-SGD, and the scalar metrics in ``TRAIN_METRICS`` /
-``EVAL_METRICS``. Never text, names or anything per message.
-Consent is checked from the policy file at every message, before any message
-of the workspace is read; without consent the node replies with an error and
-reads nothing.
-The accountant's history lives in the node's ``Context.state``, which the
-SuperNode (or the in-process grid) keeps across the messages of one run, so ε
-accumulates over all rounds of the run.
+The node enforces its own privacy, whatever the server asks:
+
+- Consent, scope and expiry come from the policy file, re-read at every message, before any of
+  the workspace's messages are read; without consent the node replies with an error and reads
+  nothing.
+- The round runs with the stricter of the server's request and the policy (more noise, smaller
+  clipping norm).
+- The lifetime budget is checked before training: if the round would take the ledger's ε past
+  ``max_epsilon``, the node refuses. A ledger that cannot be trusted means no training.
+- Each release is written to the ledger (one transaction) and the audit log *before* the reply
+  leaves, so a crash never loses a release that was sent.
+
+What a reply may carry: the consent answer (``federated.protocol.CONSENT_FIELDS``), the model arrays after local
+DP-SGD, and the scalar metrics in ``TRAIN_METRICS`` / ``EVAL_METRICS``. Never text, names or
+anything per message.
 """
 
 from __future__ import annotations
@@ -20,16 +26,16 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.dp_training import DPSGDSettings, train_dp_sgd
+from clients.round_plan import plan_round
 from clients.workspace_node import WorkspaceNode
+from federated.audit import fingerprint, update_norm
 from federated.config import RunConfig
-from federated.errors import ConfigError, OptinError
-from federated.privacy.accounting import Step, epsilon
+from federated.errors import BudgetError, ConfigError, OptinError
 from federated.protocol import CONSENT_KEY, REFUSED_CODE, TRAIN_CONFIG_FIELDS
 from federated.tasks import get_task
 
 log = logging.getLogger("optin.node")
 
-ACCOUNTANT_STATE = "optin-accountant"
 TRAIN_METRICS = ("num-examples", "train-loss", "epsilon", "delta", "steps", "sample-rate", "noise-multiplier")
 EVAL_METRICS = ("num-examples", "eval-loss", "eval-accuracy")
 
@@ -38,76 +44,114 @@ app = ClientApp()
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Answer whether this workspace consents to training, with a fixed reason code."""
+    """Answer consent, and whether the proposed round (if the query carries one) fits the budget."""
     node = WorkspaceNode.from_context(context)
-    decision = node.consent()
-    log.info("workspace %s: consent %s (%s)", node.name, decision.consent, decision.reason)
-    answer = ConfigRecord({"consent": decision.consent, "reason": decision.reason})
-    return Message(RecordDict({CONSENT_KEY: answer}), reply_to=msg)
+    config = RunConfig.from_mapping(context.run_config)
+    decision = node.consent(config)
+    answer = {"consent": decision.consent, "reason": decision.reason, "can-afford": False,
+              "remaining-epsilon": 0.0}
+    if decision.consent and decision.policy is not None:
+        policy = decision.policy
+        try:
+            with node.open_ledger() as ledger:
+                spent = ledger.spent(policy.delta)
+                answer["remaining-epsilon"] = max(0.0, policy.max_epsilon - spent)
+                if "config" in msg.content:
+                    settings, _ = _settings(msg.content["config"])
+                    task = get_task(config.task, config.seq_len)
+                    plan_round(settings, policy, ledger, len(node.training_samples(task, config, policy)))
+                answer["can-afford"] = True
+        except BudgetError as exc:
+            answer["reason"] = "budget-exhausted"
+            log.info("workspace %s: cannot afford the proposed round: %s", node.name, exc)
+        except OptinError as exc:
+            answer.update(consent=False, reason=_refusal_code(exc))
+            log.error("workspace %s: %s", node.name, exc)
+    log.info("workspace %s: consent %s (%s)", node.name, answer["consent"], answer["reason"])
+    node.audit().append("consent", run_id=str(context.run_id), round=msg.metadata.group_id, **answer)
+    return Message(RecordDict({CONSENT_KEY: ConfigRecord(answer)}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Local DP-SGD from the global model; replies with the new model, metrics and ε spent so far in the run."""
+    """Local DP-SGD from the global model; replies with the new model, metrics and lifetime ε."""
     node = WorkspaceNode.from_context(context)
-    decision = node.consent()
-    if not decision.consent:
-        log.warning("workspace %s: refused train (%s)", node.name, decision.reason)
-        return Message(Error(REFUSED_CODE, f"refused: {decision.reason}"), reply_to=msg)
+    config = RunConfig.from_mapping(context.run_config)
+    decision = node.consent(config)
+    if not decision.consent or decision.policy is None:
+        return _refuse(node, msg, context, decision.reason)
+    policy = decision.policy
     try:
-        config = RunConfig.from_mapping(context.run_config)
-        settings, server_round = _settings(msg.content["config"])
+        requested, server_round = _settings(msg.content["config"])
         task = get_task(config.task, config.seq_len)
-        data = task.encode(node.load_split(config, held_out=False))
+        with node.open_ledger() as ledger:
+            data = node.training_samples(task, config, policy)
+            plan = plan_round(requested, policy, ledger, len(data))
+            model = task.build_model(config.seed)
+            model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+            generator = torch.Generator().manual_seed(node.seed_for(config, server_round))
+            outcome = train_dp_sgd(task, model, data, plan.settings, ledger.history(), generator)
+            if outcome.sample_rate != plan.sample_rate or outcome.steps != plan.settings.local_steps:
+                raise RuntimeError("DP-SGD ran a different mechanism than planned; nothing is released")
+            release = ledger.record(str(context.run_id), server_round, plan.settings.noise_multiplier,
+                                    outcome.sample_rate, outcome.steps, policy.delta)
     except OptinError as exc:
-        log.error("workspace %s: cannot train: %s", node.name, exc)
-        return Message(Error(REFUSED_CODE, f"refused: {exc}"), reply_to=msg)
+        return _refuse(node, msg, context, _refusal_code(exc), str(exc))
 
-    model = task.build_model(config.seed)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    generator = torch.Generator().manual_seed(node.seed_for(config, server_round))
-    outcome = train_dp_sgd(task, model, data, settings, _history(context), generator)
-    context.state[ACCOUNTANT_STATE] = ConfigRecord({
-        "noise": [z for z, _, _ in outcome.history],
-        "rate": [q for _, q, _ in outcome.history],
-        "steps": [t for _, _, t in outcome.history],
-    })
-    spent = epsilon(outcome.history, config.delta)
-    log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f, ε=%.3f (δ=%g)", node.name,
-             server_round, outcome.steps, outcome.sample_rate, settings.noise_multiplier, spent, config.delta)
+    arrays = ArrayRecord(outcome.state_dict)
+    size, digest = fingerprint(arrays)
+    node.audit().append("release", run_id=str(context.run_id), round=server_round, bytes=size, sha256=digest,
+                        l2_norm=update_norm(arrays, msg.content["arrays"]), steps=outcome.steps,
+                        sample_rate=outcome.sample_rate, noise_multiplier=plan.settings.noise_multiplier,
+                        max_grad_norm=plan.settings.max_grad_norm, epsilon_total=release.epsilon_total,
+                        delta=policy.delta, privacy_unit=policy.privacy_unit)
+    log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f; lifetime ε=%.3f (δ=%g)", node.name,
+             server_round, outcome.steps, outcome.sample_rate, plan.settings.noise_multiplier,
+             release.epsilon_total, policy.delta)
     metrics = MetricRecord({
         "num-examples": len(data),
         "train-loss": outcome.mean_loss,
-        "epsilon": spent,
-        "delta": config.delta,
+        "epsilon": release.epsilon_total,
+        "delta": policy.delta,
         "steps": outcome.steps,
         "sample-rate": outcome.sample_rate,
-        "noise-multiplier": settings.noise_multiplier,
+        "noise-multiplier": plan.settings.noise_multiplier,
     })
-    return Message(RecordDict({"arrays": ArrayRecord(outcome.state_dict), "metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Loss and next-character accuracy of the received model on this workspace's held-out split."""
     node = WorkspaceNode.from_context(context)
-    decision = node.consent()
+    config = RunConfig.from_mapping(context.run_config)
+    decision = node.consent(config)
     if not decision.consent:
-        log.warning("workspace %s: refused evaluate (%s)", node.name, decision.reason)
-        return Message(Error(REFUSED_CODE, f"refused: {decision.reason}"), reply_to=msg)
+        return _refuse(node, msg, context, decision.reason)
     try:
-        config = RunConfig.from_mapping(context.run_config)
         task = get_task(config.task, config.seq_len)
-        data = task.encode(node.load_split(config, held_out=True))
+        data = task.encode(node.held_out_texts(config))
     except OptinError as exc:
-        log.error("workspace %s: cannot evaluate: %s", node.name, exc)
-        return Message(Error(REFUSED_CODE, f"refused: {exc}"), reply_to=msg)
+        return _refuse(node, msg, context, _refusal_code(exc), str(exc))
     model = task.build_model(config.seed)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     result = task.evaluate(model, data)
     metrics = MetricRecord({"num-examples": len(data), "eval-loss": result["loss"],
                             "eval-accuracy": result["accuracy"]})
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, detail: str = "") -> Message:
+    """An error reply with a fixed reason code; the detail stays in the node's log and audit log."""
+    log.warning("workspace %s: refused %s (%s) %s", node.name, msg.metadata.message_type, reason, detail)
+    node.audit().append("refusal", run_id=str(context.run_id), round=msg.metadata.group_id,
+                        message_type=msg.metadata.message_type, reason=reason, detail=detail)
+    return Message(Error(REFUSED_CODE, f"refused: {reason}"), reply_to=msg)
+
+
+def _refusal_code(exc: OptinError) -> str:
+    return {"BudgetError": "budget-exhausted", "LedgerError": "ledger-unsound", "ConfigError": "bad-config",
+            "DataError": "data-error", "PolicyError": "policy-invalid"}.get(type(exc).__name__, "refused")
 
 
 def _settings(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
@@ -119,7 +163,7 @@ def _settings(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ConfigError(f"train config: key {key!r} expected {kind.__name__}, got {value!r}")
-        if value < 0 or (value == 0 and key != "noise-multiplier"):
+        if value < 0 or (value == 0 and key not in ("noise-multiplier", "server-round")):
             raise ConfigError(f"train config: key {key!r} expected a positive value, got {value!r}")
         values[key] = value
     settings = DPSGDSettings(
@@ -130,10 +174,3 @@ def _settings(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
         lr=values["lr"],
     )
     return settings, values["server-round"]
-
-
-def _history(context: Context) -> list[Step]:
-    if ACCOUNTANT_STATE not in context.state:
-        return []
-    record = context.state[ACCOUNTANT_STATE]
-    return list(zip(record["noise"], record["rate"], record["steps"]))

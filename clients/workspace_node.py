@@ -1,26 +1,31 @@
-"""Which workspace a node serves, and access to its policy and its messages.
+"""Which workspace a node serves, and access to its policy, ledger, audit log and messages.
 
-A node's workspace folder holds ``policy.toml`` and ``data/`` (a Slack
-admin-export). The folder comes from the node config key ``workspace`` (how an
-operator starts a SuperNode, and the in-process mode), or, in Flower's
-simulation, from the run config's ``workspaces-root``: partition ``i`` serves
-the ``i``-th sub-folder in sorted order.
-Messages are read only through ``load_split``, which the ClientApp calls only
-after consent was checked.
+A node's workspace folder holds ``policy.toml``, ``data/`` (its messages), ``ledger.sqlite``
+and ``audit.jsonl``. The folder comes from the node config key ``workspace`` (how an operator
+starts a SuperNode, and the in-process mode), or, in Flower's simulation, from the run config's
+``workspaces-root``: partition ``i`` serves the ``i``-th sub-folder in sorted order.
+Messages are read only through ``training_samples`` and ``held_out_texts``, which the ClientApp
+calls only after consent was checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from flwr.app import Context
+from torch.utils.data import TensorDataset
 
+from federated.audit import AUDIT_FILE, AuditLog, read_entries
 from federated.config import RunConfig
-from federated.data import load_slack_export, split_messages
-from federated.errors import ConfigError, DataError
-from federated.privacy.policy import POLICY_FILE, ConsentDecision, decide_consent
+from federated.data import ChatMessage, load_slack_export, split_messages
+from federated.errors import ConfigError, DataError, LedgerError
+from federated.privacy.ledger import LEDGER_FILE, Ledger, inspect_hint
+from federated.privacy.policy import POLICY_FILE, ConsentDecision, Policy, decide_consent
+from federated.tasks import Task
 
 DATA_FOLDER = "data"
 
@@ -53,17 +58,56 @@ class WorkspaceNode:
     def name(self) -> str:
         return self.folder.name
 
-    def consent(self) -> ConsentDecision:
-        """Consent from the policy file, re-read now."""
-        return decide_consent(self.folder / POLICY_FILE)
+    def consent(self, config: RunConfig) -> ConsentDecision:
+        """Consent for this run's task and federation, from the policy file re-read now."""
+        return decide_consent(self.folder / POLICY_FILE, config.task, config.federation)
 
-    def load_split(self, config: RunConfig, held_out: bool) -> list[str]:
-        """The texts of the training split, or of the held-out split when ``held_out``."""
+    def audit(self) -> AuditLog:
+        return AuditLog(self.folder / AUDIT_FILE)
+
+    def open_ledger(self) -> Ledger:
+        """The workspace's ledger; ``LedgerError`` if it is unsound or has gone missing."""
+        path = self.folder / LEDGER_FILE
+        if not path.exists() and (self.folder / AUDIT_FILE).exists():
+            released = sum(1 for e in read_entries(self.folder / AUDIT_FILE) if e.get("kind") == "release")
+            if released:
+                raise LedgerError(f"{path}: ledger missing but the audit log records {released} release(s); "
+                                  f"refusing to start from an empty budget; {inspect_hint(path)}")
+        return Ledger(path)
+
+    def _split(self, config: RunConfig) -> tuple[list[ChatMessage], list[ChatMessage]]:
         workspace = load_slack_export(self.folder / DATA_FOLDER, name=self.name)
-        train, test = split_messages(list(workspace.messages), config.test_fraction, config.seed)
-        return [m.text for m in (test if held_out else train)]
+        return split_messages(list(workspace.messages), config.test_fraction, config.seed)
+
+    def training_samples(self, task: Task, config: RunConfig, policy: Policy) -> TensorDataset:
+        """The training split as DP samples: one per message, or one per member (at most k messages each)."""
+        train, _ = self._split(config)
+        if policy.privacy_unit == "message":
+            return task.encode([m.text for m in train])
+        return task.encode_groups(member_groups(train, policy.max_messages_per_member, config.seed),
+                                  per_group=policy.max_messages_per_member)
+
+    def held_out_texts(self, config: RunConfig) -> list[str]:
+        return [m.text for m in self._split(config)[1]]
 
     def seed_for(self, config: RunConfig, server_round: int) -> int:
         """A seed unique to (run seed, workspace, round), stable across processes."""
         digest = hashlib.sha256(f"{config.seed}:{self.name}:{server_round}".encode()).digest()
         return int.from_bytes(digest[:8], "little")
+
+
+def member_groups(messages: list[ChatMessage], limit: int, seed: int) -> list[list[str]]:
+    """One group per member: a seeded random choice of at most ``limit`` of their messages.
+
+    This is the member-level contribution bound: a member's other messages are not used.
+    """
+    by_member: dict[str, list[str]] = defaultdict(list)
+    for message in messages:
+        by_member[message.user].append(message.text)
+    rng = np.random.default_rng(seed)
+    groups = []
+    for member in sorted(by_member):
+        texts = by_member[member]
+        chosen = rng.permutation(len(texts))[:limit]
+        groups.append([texts[i] for i in sorted(chosen)])
+    return groups

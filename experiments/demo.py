@@ -24,7 +24,7 @@ from federated.config import RunConfig
 from federated.data import SyntheticSpec
 
 DEMO_CONFIG = RunConfig(num_rounds=5, local_steps=30, batch_size=32, lr=0.1, noise_multiplier=1.0,
-                        max_grad_norm=1.0, delta=1e-5)
+                        max_grad_norm=1.0)
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,11 @@ class RunConfig:
     lr: float = 0.1
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
-    delta: float = 1e-5
     fraction_train: float = 1.0
     min_train_nodes: int = 1
     min_available_nodes: int = 1
     task: str = "nextchar"
+    federation: str = "optin"
     seq_len: int = 64
     test_fraction: float = 0.2
     seed: int = 0
@@ -43,9 +43,8 @@ class RunConfig:
                 raise ConfigError(f"{_key(name)}: expected a positive value, got {getattr(self, name)}")
         if self.noise_multiplier < 0:
             raise ConfigError(f"noise-multiplier: expected a value >= 0, got {self.noise_multiplier}")
-        for name in ("delta", "test_fraction"):
-            if not 0 < getattr(self, name) < 1:
-                raise ConfigError(f"{_key(name)}: expected a value in (0, 1), got {getattr(self, name)}")
+        if not 0 < self.test_fraction < 1:
+            raise ConfigError(f"test-fraction: expected a value in (0, 1), got {self.test_fraction}")
         if not 0 < self.fraction_train <= 1:
             raise ConfigError(f"fraction-train: expected a value in (0, 1], got {self.fraction_train}")
         for name in ("min_train_nodes", "min_available_nodes"):

@@ -23,3 +23,11 @@ class PolicyError(OptinError):
 
 class PrivacyError(OptinError):
     """A privacy computation was asked for an invalid mechanism (e.g. delta outside (0, 1))."""
+
+
+class LedgerError(OptinError):
+    """A workspace's privacy ledger is unreadable or inconsistent; the node refuses to train (fails closed)."""
+
+
+class BudgetError(OptinError):
+    """A release would take the workspace past its lifetime privacy budget."""

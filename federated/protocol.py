@@ -1,7 +1,16 @@
 """Names shared by the ServerApp and the ClientApp: record keys, the train config and error codes."""
 
 CONSENT_KEY = "consent"
-"""Key of the ConfigRecord answering a ``query``: ``consent`` (bool) and ``reason`` (a fixed code)."""
+"""Key of the ConfigRecord answering a ``query``; its fields are ``CONSENT_FIELDS``."""
+
+CONSENT_FIELDS: dict[str, type] = {
+    "consent": bool,
+    "reason": str,
+    "can-afford": bool,
+    "remaining-epsilon": float,
+}
+"""The consent answer: consent (policy, scope, expiry), a fixed reason code, whether the proposed
+round fits the workspace's remaining lifetime budget, and that remaining ε."""
 
 REFUSED_CODE = 1001
 """Error code of a node's refusal (no consent, or a train config it will not run)."""

@@ -2,7 +2,7 @@
 
 Round 0 evaluates the initial model on the consenting nodes' held-out splits,
 so every run shows what training changed. With ``results-dir`` set, the run's
-``metrics.json`` is written there.
+``metrics.json`` and the server's audit log (``audit.jsonl``) are written there.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from federated.audit import AUDIT_FILE, AuditLog
 from federated.config import RunConfig
 from federated.tasks import get_task
 from server.run_record import RunRecord
@@ -29,21 +30,23 @@ def main(grid: Grid, context: Context) -> None:
     config = RunConfig.from_mapping(context.run_config)
     task = get_task(config.task, config.seq_len)
     record = RunRecord(config=config.to_mapping())
-    strategy = ConsentAwareFedAvg(record, fraction_train=config.fraction_train,
-                                  min_train_nodes=config.min_train_nodes,
-                                  min_available_nodes=config.min_available_nodes, seed=config.seed)
-    arrays = ArrayRecord(task.build_model(config.seed).state_dict())
-
-    initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid))
-    strategy.aggregate_evaluate(0, initial)
-    train_config = ConfigRecord({
+    proposal = ConfigRecord({
+        "server-round": 0,
         "local-steps": config.local_steps,
         "batch-size": config.batch_size,
         "lr": config.lr,
         "noise-multiplier": config.noise_multiplier,
         "max-grad-norm": config.max_grad_norm,
     })
-    strategy.start(grid, arrays, num_rounds=config.num_rounds, train_config=train_config)
+    audit = AuditLog(Path(config.results_dir) / AUDIT_FILE) if config.results_dir else None
+    strategy = ConsentAwareFedAvg(record, proposal, audit=audit, fraction_train=config.fraction_train,
+                                  min_train_nodes=config.min_train_nodes,
+                                  min_available_nodes=config.min_available_nodes, seed=config.seed)
+    arrays = ArrayRecord(task.build_model(config.seed).state_dict())
+
+    initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid))
+    strategy.aggregate_evaluate(0, initial)
+    strategy.start(grid, arrays, num_rounds=config.num_rounds, train_config=ConfigRecord(dict(proposal)))
     if config.results_dir:
         path = Path(config.results_dir) / "metrics.json"
         record.write(path)

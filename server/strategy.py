@@ -3,9 +3,11 @@
 Guarantee (server side): a node whose answer to this round's ``query`` was not
 an explicit ``consent = true`` (consent off, a policy problem, an error, no
 answer, a malformed answer) receives neither a ``train`` nor an ``evaluate``
-message in that round; each skip is logged with its reason. The nodes enforce
-consent themselves as well: this is the server honouring it, not the only
-safeguard.
+message in that round; a consenting node that says it cannot afford the
+proposed round (its lifetime budget) receives no ``train`` message. Each skip is
+logged, and written to the server's audit log when one is given, with its
+reason. The nodes enforce all of this themselves as well: this is the server
+honouring it, not the only safeguard.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from federated.protocol import CONSENT_KEY
+from federated.audit import AuditLog, fingerprint, update_norm
+from federated.protocol import CONSENT_FIELDS, CONSENT_KEY
 from server.run_record import RunRecord
 
 log = logging.getLogger("optin.server.strategy")
@@ -28,42 +31,47 @@ log = logging.getLogger("optin.server.strategy")
 class ConsentAwareFedAvg(FedAvg):
     """FedAvg over the nodes that consent this round (a uniform sample of ``fraction_train`` of them)."""
 
-    def __init__(self, record: RunRecord, *, fraction_train: float = 1.0, min_train_nodes: int = 1,
-                 min_available_nodes: int = 1, seed: int = 0, query_timeout: float = 60.0,
-                 connect_timeout: float = 300.0) -> None:
+    def __init__(self, record: RunRecord, proposal: ConfigRecord, *, audit: AuditLog | None = None,
+                 fraction_train: float = 1.0, min_train_nodes: int = 1, min_available_nodes: int = 1, seed: int = 0,
+                 query_timeout: float = 60.0, connect_timeout: float = 300.0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=1.0, min_train_nodes=min_train_nodes,
                          min_evaluate_nodes=0, min_available_nodes=min_available_nodes,
                          train_metrics_aggr_fn=_aggregate_train_metrics)
         self.record = record
+        self.proposal = proposal
+        self.audit = audit
         self.query_timeout = query_timeout
         self.connect_timeout = connect_timeout
         self._rng = random.Random(seed)
-        self._eligible: dict[int, list[int]] = {}
+        self._answers: dict[int, dict[int, str]] = {}
+        self._sent: dict[int, ArrayRecord] = {}
 
-    def eligible_nodes(self, server_round: int, grid: Grid) -> list[int]:
-        """Query every connected node once per round; the sorted ids of those that consent."""
-        if server_round in self._eligible:
-            return self._eligible[server_round]
+    def consent_answers(self, server_round: int, grid: Grid) -> dict[int, str]:
+        """Query every connected node once per round (with the proposed round); node id -> reason code.
+
+        ``consent-on`` means consent and budget for the proposed round; ``budget-exhausted`` means
+        consent without budget; anything else means no consent.
+        """
+        if server_round in self._answers:
+            return self._answers[server_round]
         node_ids = sorted(self._wait_for_nodes(grid))
-        queries = [Message(RecordDict(), node_id, MessageType.QUERY, group_id=str(server_round))
-                   for node_id in node_ids]
+        queries = [Message(RecordDict({"config": self.proposal}), node_id, MessageType.QUERY,
+                           group_id=str(server_round)) for node_id in node_ids]
         replies = {m.metadata.src_node_id: m for m in grid.send_and_receive(queries, timeout=self.query_timeout)}
-        round_record = self.record.round(server_round)
-        eligible = []
-        for node_id in node_ids:
-            reason = _consent_reason(replies.get(node_id))
-            round_record.consent[node_id] = reason
-            if reason == "consent-on":
-                eligible.append(node_id)
-            else:
-                round_record.skipped[node_id] = reason
-                log.info("round %d: skipping node %d (%s)", server_round, node_id, reason)
-        self._eligible[server_round] = eligible
-        return eligible
+        answers = {node_id: _consent_reason(replies.get(node_id)) for node_id in node_ids}
+        self.record.round(server_round).consent.update(answers)
+        for node_id, reason in answers.items():
+            self._audit("consent", round=server_round, node=node_id, reason=reason)
+        self._answers[server_round] = answers
+        return answers
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        eligible = self.eligible_nodes(server_round, grid)
+        answers = self.consent_answers(server_round, grid)
+        eligible = [n for n, reason in answers.items() if reason == "consent-on"]
+        for node_id, reason in answers.items():
+            if reason != "consent-on":
+                self._skip(server_round, node_id, reason)
         if len(eligible) < self.min_train_nodes:
             log.warning("round %d: %d consenting node(s), fewer than min-train-nodes=%d; no training this round",
                         server_round, len(eligible), self.min_train_nodes)
@@ -71,26 +79,38 @@ class ConsentAwareFedAvg(FedAvg):
         size = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
         sampled = sorted(self._rng.sample(eligible, size))
         for node_id in sorted(set(eligible) - set(sampled)):
-            self.record.round(server_round).skipped[node_id] = "not-sampled"
-        log.info("round %d: training on %d of %d consenting node(s)", server_round, size, len(eligible))
+            self._skip(server_round, node_id, "not-sampled")
+        log.info("round %d: training on %d of %d eligible node(s)", server_round, size, len(eligible))
         config["server-round"] = server_round
+        self._sent[server_round] = arrays
         return self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        """Evaluate on every consenting node (a node without budget left still evaluates: no DP release)."""
+        answers = self.consent_answers(server_round, grid)
+        consenting = [n for n, reason in answers.items() if reason in ("consent-on", "budget-exhausted")]
+        for node_id, reason in answers.items():
+            if node_id not in consenting:
+                self.record.round(server_round).skipped[node_id] = reason
         config["server-round"] = server_round
-        return self._messages(arrays, config, self.eligible_nodes(server_round, grid), MessageType.EVALUATE,
-                              server_round)
+        return self._messages(arrays, config, consenting, MessageType.EVALUATE, server_round)
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         round_record = self.record.round(server_round)
+        sent = self._sent.pop(server_round, None)
         for reply in replies:
+            node_id = reply.metadata.src_node_id
             if reply.has_error():
-                round_record.skipped[reply.metadata.src_node_id] = f"train-error: {reply.error.reason}"
-            else:
-                round_record.trained[reply.metadata.src_node_id] = dict(reply.content["metrics"])
+                self._skip(server_round, node_id, f"train-error: {reply.error.reason}")
+                continue
+            round_record.trained[node_id] = dict(reply.content["metrics"])
+            size, digest = fingerprint(reply.content["arrays"])
+            norm = update_norm(reply.content["arrays"], sent) if sent is not None else None
+            self._audit("release-received", round=server_round, node=node_id, bytes=size, sha256=digest,
+                        l2_norm=norm)
         arrays, metrics = super().aggregate_train(server_round, replies)
         if metrics is not None:
             round_record.metrics.update(metrics)
@@ -106,6 +126,15 @@ class ConsentAwareFedAvg(FedAvg):
         if metrics is not None:
             round_record.metrics.update(metrics)
         return metrics
+
+    def _skip(self, server_round: int, node_id: int, reason: str) -> None:
+        self.record.round(server_round).skipped[node_id] = reason
+        log.info("round %d: skipping node %d (%s)", server_round, node_id, reason)
+        self._audit("skip", round=server_round, node=node_id, reason=reason)
+
+    def _audit(self, kind: str, **fields: object) -> None:
+        if self.audit is not None:
+            self.audit.append(kind, **fields)
 
     def _messages(self, arrays: ArrayRecord, config: ConfigRecord, node_ids: list[int], message_type: str,
                   server_round: int) -> list[Message]:
@@ -130,12 +159,12 @@ def _consent_reason(reply: Message | None) -> str:
     if reply.has_error():
         return "query-error"
     answer = reply.content.get(CONSENT_KEY) if CONSENT_KEY in reply.content else None
-    if not isinstance(answer, ConfigRecord) or not isinstance(answer.get("consent"), bool):
+    if not isinstance(answer, ConfigRecord) or set(answer) != set(CONSENT_FIELDS) or not all(
+            isinstance(answer[k], kind) for k, kind in CONSENT_FIELDS.items()):
         return "bad-answer"
-    reason = answer.get("reason")
     if answer["consent"]:
-        return "consent-on"
-    return reason if isinstance(reason, str) and reason != "consent-on" else "consent-off"
+        return "consent-on" if answer["can-afford"] else "budget-exhausted"
+    return answer["reason"] if answer["reason"] not in ("consent-on", "budget-exhausted") else "consent-off"
 
 
 def _aggregate_train_metrics(contents: list[RecordDict], weight_key: str) -> MetricRecord:

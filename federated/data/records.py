@@ -1,7 +1,7 @@
 """In-memory records of one workspace's chat data, and a deterministic held-out split.
 
 These are plain frozen values: every data source (Slack export, synthetic
-generator, later chat logs / JSONL) produces a ``Workspace``, and tasks only ever
+generator, IRC chat logs, JSONL) produces a ``Workspace``, and tasks only ever
 see ``Workspace.texts`` or the messages themselves. Nothing here reads files.
 """
 
@@ -10,10 +10,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from federated.data.source import LoadReport
 
 _TS_RE = re.compile(r"^\d+\.\d+$")
 
@@ -70,6 +74,8 @@ class Workspace:
     are channel names. ``messages`` are in canonical order (channel, ts) when the
     workspace comes from ``load_slack_export`` or the synthetic generator.
     Sequences given as lists are stored as tuples, so a workspace is hashable.
+    ``report`` says how a loader built it (``None`` for a workspace built in
+    memory); it is not part of equality or the hash.
     """
 
     name: str
@@ -77,6 +83,7 @@ class Workspace:
     channels: tuple[str, ...]
     messages: tuple[ChatMessage, ...]
     member_names: tuple[str, ...] = ()
+    report: LoadReport | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for field in ("members", "channels", "messages", "member_names"):

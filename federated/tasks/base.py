@@ -30,6 +30,10 @@ class Task(Protocol):
         """One sample per text, as (inputs, targets) tensors."""
         ...
 
+    def encode_groups(self, groups: Sequence[Sequence[str]], per_group: int) -> TensorDataset:
+        """One sample per group of at most ``per_group`` texts (member-level privacy unit)."""
+        ...
+
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of each sample's own loss (Opacus' ``loss_reduction="mean"``)."""
         ...

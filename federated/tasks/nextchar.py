@@ -6,7 +6,10 @@ so nothing about any workspace's text is revealed by it.
 One sample is one message: its first ``seq_len`` bytes, predicted one byte at a
 time from the bytes before it. Longer messages are truncated, so each message
 contributes exactly one sample and message-level DP clips exactly one gradient
-per message.
+per message. For member-level DP, ``encode_groups`` packs up to ``k`` messages of
+one member into one sample of ``k * seq_len`` positions; the model treats each
+``seq_len`` block as a separate message (positions restart, attention stays
+inside the block), so one clipped gradient covers everything in the group.
 
 Model: a small pre-norm causal transformer built only from ``nn.Embedding``,
 ``nn.Linear`` and ``nn.LayerNorm``, all of which Opacus computes per-sample
@@ -45,11 +48,14 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.qkv(x).split(c, dim=2)
         heads = [z.view(b, t, self.n_heads, c // self.n_heads).transpose(1, 2) for z in (q, k, v)]
-        y = F.scaled_dot_product_attention(*heads, is_causal=True)
+        if mask is None:
+            y = F.scaled_dot_product_attention(*heads, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(*heads, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
@@ -62,27 +68,41 @@ class Block(nn.Module):
         self.fc = nn.Linear(d_model, 4 * d_model)
         self.out = nn.Linear(4 * d_model, d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), mask)
         return x + self.out(F.gelu(self.fc(self.ln2(x))))
 
 
 class CharTransformer(nn.Module):
-    """Causal byte-level language model: logits of shape (batch, seq_len, VOCAB_SIZE)."""
+    """Causal byte-level language model: logits of shape (batch, length, VOCAB_SIZE).
+
+    ``length`` is ``seq_len`` or a multiple of it; each ``seq_len`` block is an independent message.
+    """
 
     def __init__(self, seq_len: int, shape: ModelShape) -> None:
         super().__init__()
+        self.seq_len = seq_len
         self.tok = nn.Embedding(VOCAB_SIZE, shape.d_model)
         self.pos = nn.Embedding(seq_len, shape.d_model)
-        self.blocks = nn.Sequential(*[Block(shape.d_model, shape.n_heads) for _ in range(shape.n_layers)])
+        self.blocks = nn.ModuleList([Block(shape.d_model, shape.n_heads) for _ in range(shape.n_layers)])
         self.ln = nn.LayerNorm(shape.d_model)
         self.head = nn.Linear(shape.d_model, VOCAB_SIZE)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        length = idx.shape[1]
         # Positions are expanded to the batch so Opacus sees a per-sample input for pos.
-        positions = torch.arange(idx.shape[1], device=idx.device).expand_as(idx)
+        positions = (torch.arange(length, device=idx.device) % self.seq_len).expand_as(idx)
+        mask = None if length <= self.seq_len else _block_causal_mask(length, self.seq_len, idx.device)
         x = self.tok(idx) + self.pos(positions)
-        return self.head(self.ln(self.blocks(x)))
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.head(self.ln(x))
+
+
+def _block_causal_mask(length: int, block: int, device: torch.device) -> torch.Tensor:
+    """True where position i may attend to j: same block and j <= i."""
+    i = torch.arange(length, device=device)
+    return (i[:, None] // block == i[None, :] // block) & (i[None, :] <= i[:, None])
 
 
 class NextCharTask:
@@ -100,15 +120,21 @@ class NextCharTask:
             return CharTransformer(self.seq_len, self.shape)
 
     def encode(self, texts: Sequence[str]) -> TensorDataset:
-        n = len(texts)
-        inputs = torch.full((n, self.seq_len), PAD, dtype=torch.long)
-        targets = torch.full((n, self.seq_len), IGNORE, dtype=torch.long)
-        for i, text in enumerate(texts):
-            data = list(text.encode("utf-8")[: self.seq_len])
-            if not data:
-                continue
-            inputs[i, : len(data)] = torch.tensor([BOS, *data[:-1]])
-            targets[i, : len(data)] = torch.tensor(data)
+        return self.encode_groups([[text] for text in texts], per_group=1)
+
+    def encode_groups(self, groups: Sequence[Sequence[str]], per_group: int) -> TensorDataset:
+        """One sample per group of at most ``per_group`` messages (extra messages are an error, not dropped)."""
+        t = self.seq_len
+        inputs = torch.full((len(groups), per_group * t), PAD, dtype=torch.long)
+        targets = torch.full((len(groups), per_group * t), IGNORE, dtype=torch.long)
+        for i, group in enumerate(groups):
+            if len(group) > per_group:
+                raise ValueError(f"group {i} has {len(group)} messages, more than per_group={per_group}")
+            for j, text in enumerate(group):
+                data = list(text.encode("utf-8")[:t])
+                if data:
+                    inputs[i, j * t: j * t + len(data)] = torch.tensor([BOS, *data[:-1]])
+                    targets[i, j * t: j * t + len(data)] = torch.tensor(data)
         return TensorDataset(inputs, targets)
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

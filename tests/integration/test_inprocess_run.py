@@ -16,8 +16,10 @@ from opacus.accountants import RDPAccountant
 from clients.app import app as client_app
 from clients.workspace_node import DATA_FOLDER
 from experiments.federation import FederationLayout
+from federated.audit import AUDIT_FILE, read_entries
 from federated.data import load_slack_export, split_messages
 from federated.inprocess import run_in_process
+from federated.privacy.policy import Policy
 from federated.tasks import get_task
 from server.app import app as server_app
 from tests.conftest import SMALL_CONFIG
@@ -78,8 +80,8 @@ def test_reported_epsilon_equals_an_independent_accountant(finished_run) -> None
         for _ in range(config.num_rounds * config.local_steps):
             accountant.step(noise_multiplier=config.noise_multiplier, sample_rate=sample_rate)
         assert entry["rounds_joined"] == config.num_rounds
-        assert entry["epsilon"] == pytest.approx(accountant.get_epsilon(delta=config.delta), rel=1e-9)
-        assert entry["delta"] == config.delta
+        assert entry["epsilon"] == pytest.approx(accountant.get_epsilon(delta=Policy().delta), rel=1e-9)
+        assert entry["delta"] == Policy().delta
 
 
 @pytest.mark.slow
@@ -108,9 +110,11 @@ def test_node_without_consent_refuses_before_touching_its_data(small_federation:
     assert reply.has_error() and reply.error.reason == "refused: policy-missing"
 
 
-def test_missing_data_folder_is_an_error_naming_the_path(small_federation: FederationLayout) -> None:
+def test_missing_data_folder_is_an_error_naming_the_path_kept_on_the_node(small_federation: FederationLayout) -> None:
     folder = small_federation.folders[0]
     shutil.rmtree(folder / DATA_FOLDER)
     context = Context(1, 7, {"workspace": str(folder)}, RecordDict(), SMALL_CONFIG.to_mapping())
     reply = client_app(_train_message(small_federation), context)
-    assert reply.has_error() and str(folder / DATA_FOLDER) in reply.error.reason
+    assert reply.has_error() and reply.error.reason == "refused: data-error"  # paths do not leave the node
+    (refusal,) = [e for e in read_entries(folder / AUDIT_FILE) if e["kind"] == "refusal"]
+    assert f"workspace data folder not found: {folder / DATA_FOLDER}" in refusal["detail"]

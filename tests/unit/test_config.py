@@ -15,7 +15,7 @@ def test_round_trip_and_int_to_float() -> None:
     ({"lr": "fast"}, "key 'lr' expected float, got 'fast'"),
     ({"num-rounds": True}, "key 'num-rounds' expected int"),
     ({"num-rounds": 0}, "num-rounds: expected a positive value, got 0"),
-    ({"delta": 1.0}, "delta: expected a value in (0, 1), got 1.0"),
+    ({"test-fraction": 1.0}, "test-fraction: expected a value in (0, 1), got 1.0"),
     ({"noise-multiplier": -0.5}, "noise-multiplier: expected a value >= 0"),
     ({"fraction-train": 0.0}, "fraction-train: expected a value in (0, 1]"),
 ])

@@ -1,0 +1,80 @@
+"""What a data-source reader returns: the workspace, the names to scrub, and a load report.
+
+Every reader (Slack export, IRC manifest, JSONL) accounts for every entry it
+saw: an entry is either loaded as a message or counted as skipped under a
+reason, and every file it did not read is listed with why. Nothing is dropped
+without a trace in the ``LoadReport``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from federated.data.records import Workspace
+
+log = logging.getLogger("optin.data.source")
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file or folder under the data folder that was not read, and why."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """How a workspace was loaded.
+
+    ``layout`` is ``"slack"``, ``"irc"`` or ``"jsonl"``; ``loaded`` the number of
+    messages kept; ``skipped`` counts the entries (Slack messages, log lines,
+    JSONL records) that were not kept, by reason; ``skipped_files`` lists the
+    files and folders not read; ``scrubbed`` counts scrubbing replacements by
+    placeholder (empty when scrubbing was off).
+    """
+
+    layout: str
+    loaded: int
+    skipped: dict[str, int] = field(default_factory=dict)
+    skipped_files: tuple[SkippedFile, ...] = ()
+    scrubbed: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total_skipped(self) -> int:
+        """All skipped entries, whatever the reason."""
+        return sum(self.skipped.values())
+
+
+@dataclass(frozen=True)
+class SourceData:
+    """A reader's result: the workspace (with its ``report``) and the personal names its source knows.
+
+    ``names`` are every name the source gives for a person (handles, real and
+    display names, IRC nicks), for scrubbing; they never leave the node.
+    """
+
+    workspace: Workspace
+    names: frozenset[str]
+
+
+class Tally:
+    """Counts skipped entries by reason and collects skipped files while a reader runs."""
+
+    def __init__(self, layout: str) -> None:
+        self.layout = layout
+        self.skipped: Counter[str] = Counter()
+        self.files: list[SkippedFile] = []
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.skipped[reason] += count
+
+    def skip_file(self, path: Path, reason: str) -> None:
+        log.warning("not read: %s (%s)", path, reason)
+        self.files.append(SkippedFile(path, reason))
+
+    def report(self, loaded: int) -> LoadReport:
+        return LoadReport(self.layout, loaded, dict(sorted(self.skipped.items())), tuple(self.files))
