@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
+from experiments.cli_common import console, fail
+from experiments.cli_operator import audit_app, consent_app, ledger_app, policy_app
 from federated.data import SyntheticSpec
 from federated.errors import OptinError
 
 app = typer.Typer(help="Optin: opt-in, differentially private federated training across chat workspaces.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-console = Console()
+app.add_typer(consent_app, name="consent")
+app.add_typer(policy_app, name="policy")
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(audit_app, name="audit")
 
 
 @app.callback()
@@ -42,10 +45,5 @@ def demo(
         config = replace(DEMO_CONFIG, num_rounds=rounds, local_steps=local_steps, noise_multiplier=noise_multiplier)
         result = run_demo(results, SyntheticSpec(num_workspaces=workspaces, seed=seed), opted_out, config, console)
     except (OptinError, ValueError) as exc:
-        _fail(exc)
+        fail(exc)
     print_demo(result, console)
-
-
-def _fail(exc: Exception) -> None:
-    console.print(f"[red]error:[/red] {exc}", highlight=False)
-    sys.exit(1)

@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from federated.config import RunConfig
@@ -113,10 +113,12 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
                           flwr_home: Path | None = None, app_dir: Path = APP_DIR) -> Path:
     """Run ``config`` with ``flwr run <app_dir> <connection> --stream`` on a private local simulation.
 
-    ``config.workspaces_root`` (the workspace folders) and ``config.results_dir`` must be set; every field
-    of ``config`` is passed as a run-config override. ``num_supernodes`` defaults to the number of
+    ``config.workspaces_root`` (the workspace folders) and ``config.results_dir`` must be set (relative
+    paths are made absolute); every field of ``config`` is passed as a run-config override, so each must be
+    a key of ``[tool.flwr.app.config]`` in ``pyproject.toml``. ``num_supernodes`` defaults to the number of
     workspace folders. ``flwr_home`` defaults to a fresh temporary folder, removed after a successful run
-    and kept (for its SuperLink log) after a failed one; a given ``flwr_home`` is kept.
+    and kept (for its SuperLink log) after a failed one; a given ``flwr_home`` is kept (its ``config.toml``
+    is overwritten) and must have no live processes from an earlier run.
 
     Returns the results folder, which holds ``metrics.json``. Raises ``ConfigError`` for a bad argument and
     ``FlowerRunError`` when the run fails, exceeds ``timeout``, or a process of it cannot be stopped. See
@@ -144,6 +146,8 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
         raise FlowerRunError(f"{home}: processes of an earlier Flower run are still alive; stop them first")
     results = Path(config.results_dir).resolve()
     results.mkdir(parents=True, exist_ok=True)
+    # Flower's processes do not run in this working directory: hand them absolute paths.
+    config = replace(config, workspaces_root=str(Path(config.workspaces_root).resolve()), results_dir=str(results))
     metrics = results / "metrics.json"
     metrics.unlink(missing_ok=True)
 

@@ -53,9 +53,8 @@ def simulated_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, A
     root = tmp_path_factory.mktemp("flower-sim")
     make_synthetic_federation(root / "workspaces", SPEC, opted_out=[OPTED_OUT])
     home = root / "flwr-home"
-    config = RunConfig(num_rounds=ROUNDS, local_steps=5, batch_size=16, lr=0.1, noise_multiplier=1.0,
-                       max_grad_norm=1.0, delta=1e-5, seed=5, workspaces_root=str(root / "workspaces"),
-                       results_dir=str(root / "results"))
+    config = RunConfig(num_rounds=ROUNDS, local_steps=5, batch_size=16, seed=5,
+                       workspaces_root=str(root / "workspaces"), results_dir=str(root / "results"))
     # 2 cores: one CPU per ClientApp actor, Ray limited to the machine's cores (at most 2 actors at once).
     resources = SimulationResources(client_cpus=1, total_cpus=min(2, os.cpu_count() or 1))
     results = run_flower_simulation(config, num_supernodes=SPEC.num_workspaces, resources=resources,
@@ -87,7 +86,6 @@ def test_opted_out_workspace_is_skipped_with_its_reason_and_never_trains(simulat
     for r in metrics["rounds"][1:]:
         assert len(r["trained"]) == SPEC.num_workspaces - 1, r
         assert len(r["evaluated"]) == SPEC.num_workspaces - 1, r
-        assert all(m["epsilon"] > 0 for m in r["trained"].values()), r
 
 
 @pytest.mark.slow

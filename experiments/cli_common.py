@@ -1,0 +1,16 @@
+"""What every ``optin`` command shares: the console and the one-line error exit."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from rich.console import Console
+
+console = Console()
+
+
+def fail(exc: Exception | str) -> NoReturn:
+    """Print a user mistake as one line (no traceback) and exit with status 1."""
+    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    sys.exit(1)

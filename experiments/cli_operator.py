@@ -1,0 +1,189 @@
+"""Workspace operator commands: ``optin consent``, ``optin policy``, ``optin ledger``, ``optin audit``.
+
+They act on one workspace folder (``--workspace``, default the current folder): its
+``policy.toml``, ``ledger.sqlite`` and ``audit.jsonl``. Nothing here contacts a server.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from experiments.cli_common import console, fail
+from federated.audit import AUDIT_FILE, read_entries, verify
+from federated.errors import OptinError
+from federated.privacy.ledger import LEDGER_FILE, Ledger
+from federated.privacy.policy import POLICY_FILE, PRIVACY_UNITS, Policy, read_policy, render_policy, write_policy
+
+WORKSPACE = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (holds policy.toml).")
+
+consent_app = typer.Typer(help="Turn a workspace's consent on or off.", no_args_is_help=True)
+policy_app = typer.Typer(help="Create, show and check a workspace's policy file.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Read a workspace's privacy ledger.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and summarize audit logs.", no_args_is_help=True)
+
+
+@consent_app.command("on")
+def consent_on(workspace: Path = WORKSPACE) -> None:
+    """Opt the workspace in (takes effect from the next message its node answers).
+
+    Example: optin consent on --workspace ./acme
+    """
+    _set_consent(workspace, True)
+
+
+@consent_app.command("off")
+def consent_off(workspace: Path = WORKSPACE) -> None:
+    """Opt the workspace out: no training or evaluation from the next round on.
+
+    Example: optin consent off --workspace ./acme
+    """
+    _set_consent(workspace, False)
+
+
+def _set_consent(workspace: Path, consent: bool) -> None:
+    path = workspace / POLICY_FILE
+    if not workspace.is_dir():
+        fail(f"{workspace}: no such workspace folder")
+    try:
+        policy = read_policy(path) if path.exists() else Policy()
+    except OptinError as exc:
+        fail(f"{exc} (fix it, or recreate it with `optin policy init --force`)")
+    write_policy(workspace, replace(policy, consent=consent))
+    console.print(f"{path}: consent = {'true' if consent else 'false'}")
+
+
+@policy_app.command("init")
+def policy_init(
+    workspace: Path = WORKSPACE,
+    max_epsilon: float = typer.Option(8.0, help="Lifetime ε budget of the workspace, across all runs."),
+    delta: float = typer.Option(1e-5, help="δ of the lifetime budget."),
+    privacy_unit: str = typer.Option("message", help=f"One of {', '.join(PRIVACY_UNITS)}."),
+    force: bool = typer.Option(False, help="Replace an existing policy file."),
+) -> None:
+    """Write a policy file with every field explicit; consent stays off until `optin consent on`.
+
+    Example: optin policy init --workspace ./acme --max-epsilon 4 --privacy-unit member
+    """
+    path = workspace / POLICY_FILE
+    if path.exists() and not force:
+        fail(f"{path}: already exists (use --force to replace it)")
+    try:
+        from federated.privacy.policy import parse_policy
+        policy = parse_policy({"max_epsilon": max_epsilon, "delta": delta, "privacy_unit": privacy_unit},
+                              "command line")
+    except OptinError as exc:
+        fail(exc)
+    workspace.mkdir(parents=True, exist_ok=True)
+    write_policy(workspace, policy)
+    console.print(f"wrote {path}")
+
+
+@policy_app.command("show")
+def policy_show(workspace: Path = WORKSPACE) -> None:
+    """Print the policy as the node reads it, defaults included.
+
+    Example: optin policy show --workspace ./acme
+    """
+    try:
+        policy = read_policy(workspace / POLICY_FILE)
+    except OptinError as exc:
+        fail(f"{exc}; the node treats this as consent off")
+    console.print(render_policy(policy), end="", highlight=False, markup=False)
+    if policy.expires is not None and policy.expired(dt.datetime.now(dt.timezone.utc)):
+        console.print("# expired: the node treats this as consent off", highlight=False)
+
+
+@policy_app.command("check")
+def policy_check(workspace: Path = WORKSPACE) -> None:
+    """Validate the policy file; exit 1 with the field and what was expected if it is not valid.
+
+    Example: optin policy check --workspace ./acme
+    """
+    try:
+        policy = read_policy(workspace / POLICY_FILE)
+    except OptinError as exc:
+        fail(exc)
+    console.print(f"{workspace / POLICY_FILE}: valid (consent = {'true' if policy.consent else 'false'})")
+
+
+@ledger_app.command("show")
+def ledger_show(workspace: Path = WORKSPACE) -> None:
+    """Per run: releases, steps and lifetime ε after it; then spent and remaining budget.
+
+    Example: optin ledger show --workspace ./acme
+    """
+    path = workspace / LEDGER_FILE
+    if not path.exists():
+        fail(f"{path}: no ledger (this workspace has released nothing)")
+    try:
+        policy = read_policy(workspace / POLICY_FILE)
+    except OptinError as exc:
+        console.print(f"[yellow]warning:[/yellow] {exc}; showing ε at the ledger's own δ", highlight=False)
+        policy = None
+    try:
+        with Ledger(path) as ledger:
+            releases = ledger.releases()
+            delta = policy.delta if policy else (releases[-1].delta if releases else 1e-5)
+            spent = ledger.spent(delta)
+    except OptinError as exc:
+        fail(exc)
+    table = Table(title=f"Privacy ledger of {workspace.resolve().name} (RDP accountant, δ={delta:g})")
+    for column in ("run", "releases", "rounds", "steps", "lifetime ε after run"):
+        table.add_column(column, justify="right" if column != "run" else "left", no_wrap=True)
+    runs: dict[str, list] = {}
+    for release in releases:
+        runs.setdefault(release.run_id, []).append(release)
+    for run_id, items in runs.items():
+        rounds = sorted({r.round for r in items})
+        table.add_row(run_id, str(len(items)), f"{rounds[0]}-{rounds[-1]}", str(sum(r.steps for r in items)),
+                      f"{items[-1].epsilon_total:.3f}")
+    console.print(table)
+    console.print(f"spent ε = {spent:.3f}" + (f" of {policy.max_epsilon:g}; remaining {max(0.0, policy.max_epsilon - spent):.3f}"
+                                                if policy else ""))
+
+
+@audit_app.command("verify")
+def audit_verify(path: Path = typer.Argument(..., help="An audit log, or a folder holding audit.jsonl.")) -> None:
+    """Check the hash chain; exit 1 naming every edited, deleted or reordered entry.
+
+    Example: optin audit verify ./acme/audit.jsonl
+    """
+    log_path = path / AUDIT_FILE if path.is_dir() else path
+    result = verify(log_path)
+    for problem in result.problems:
+        console.print(f"[red]{problem}[/red]", highlight=False)
+    if not result.ok:
+        fail(f"{log_path}: audit log does not verify ({len(result.problems)} problem(s))")
+    console.print(f"{log_path}: {result.entries} entries, chain intact")
+
+
+@audit_app.command("show")
+def audit_show(path: Path = typer.Argument(..., help="An audit log, or a folder holding audit.jsonl.")) -> None:
+    """Summarize what the log records: entries by kind, refusals and skips by reason, what left.
+
+    Example: optin audit show ./acme
+    """
+    log_path = path / AUDIT_FILE if path.is_dir() else path
+    if not log_path.exists():
+        fail(f"{log_path}: no such audit log")
+    entries = list(read_entries(log_path))
+    kinds = Counter(e.get("kind") for e in entries)
+    console.print(f"{log_path}: {len(entries)} entries: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
+    reasons = Counter((e["kind"], e.get("reason")) for e in entries if e.get("kind") in ("refusal", "skip"))
+    for (kind, reason), n in sorted(reasons.items()):
+        console.print(f"  {kind}: {reason} x{n}", highlight=False)
+    releases = [e for e in entries if e.get("kind") == "release"]
+    if releases:
+        table = Table(title="What left the workspace (one row per release: the noised model, nothing else)")
+        for column in ("run", "round", "bytes", "update L2 norm", "sha256", "lifetime ε"):
+            table.add_column(column, no_wrap=True)
+        for e in releases:
+            table.add_row(str(e["run_id"]), str(e["round"]), str(e["bytes"]), f"{e['l2_norm']:.4f}",
+                          e["sha256"][:16] + "…", f"{e['epsilon_total']:.3f}")
+        console.print(table)
