@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from experiments.cli_common import console, fail
+from experiments.cli_data import data_app
 from experiments.cli_operator import audit_app, consent_app, ledger_app, policy_app
 from federated.data import SyntheticSpec
 from federated.errors import OptinError
@@ -47,3 +48,6 @@ def demo(
     except (OptinError, ValueError) as exc:
         fail(exc)
     print_demo(result, console)
+
+
+app.add_typer(data_app, name="data")

@@ -12,5 +12,5 @@ console = Console()
 
 def fail(exc: Exception | str) -> NoReturn:
     """Print a user mistake as one line (no traceback) and exit with status 1."""
-    console.print(f"[red]error:[/red] {exc}", highlight=False)
+    console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
     sys.exit(1)

@@ -94,7 +94,8 @@ def print_demo(result: DemoResult, console: Console) -> None:
                            str(entry["rounds_joined"]), _fmt(entry["epsilon"]), _fmt(entry["delta"], "g"),
                            _fmt(entry.get("eval_accuracy")))
     console.print(workspaces)
-    console.print(f"Results: {result.run_dir}  (metrics.json, config.toml, run.log, plots/accuracy.png)")
+    console.print(f"Results: {result.run_dir}  (metrics.json, audit.jsonl, config.toml, run.log, plots/accuracy.png)",
+                  soft_wrap=True)
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

@@ -10,7 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import Context, Message
 from opacus.accountants import RDPAccountant
 
 from clients.app import app as client_app
@@ -20,9 +20,9 @@ from federated.audit import AUDIT_FILE, read_entries
 from federated.data import load_slack_export, split_messages
 from federated.inprocess import run_in_process
 from federated.privacy.policy import Policy
-from federated.tasks import get_task
 from server.app import app as server_app
 from tests.conftest import SMALL_CONFIG
+from tests.node_calls import send_train
 
 OPENED: list[str] = []
 
@@ -92,29 +92,17 @@ def test_held_out_accuracy_beats_the_initial_model_clearly(finished_run) -> None
     assert accuracy[-1] > accuracy[0] + 0.10
 
 
-def _train_message(layout: FederationLayout) -> Message:
-    task = get_task(SMALL_CONFIG.task, SMALL_CONFIG.seq_len)
-    config = ConfigRecord({"server-round": 1, "local-steps": 2, "batch-size": 8, "lr": 0.1,
-                           "noise-multiplier": 1.0, "max-grad-norm": 1.0})
-    content = RecordDict({"arrays": ArrayRecord(task.build_model(0).state_dict()), "config": config})
-    message = Message(content, 7, "train")
-    message.metadata.__dict__["_message_id"] = "m1"
-    return message
-
-
 def test_node_without_consent_refuses_before_touching_its_data(small_federation: FederationLayout) -> None:
     folder = small_federation.folders[1]
     shutil.rmtree(folder / DATA_FOLDER)  # any attempt to read it would now fail with a data error
-    context = Context(1, 7, {"workspace": str(folder)}, RecordDict(), SMALL_CONFIG.to_mapping())
-    reply = client_app(_train_message(small_federation), context)
+    reply = send_train(folder, SMALL_CONFIG)
     assert reply.has_error() and reply.error.reason == "refused: policy-missing"
 
 
 def test_missing_data_folder_is_an_error_naming_the_path_kept_on_the_node(small_federation: FederationLayout) -> None:
     folder = small_federation.folders[0]
     shutil.rmtree(folder / DATA_FOLDER)
-    context = Context(1, 7, {"workspace": str(folder)}, RecordDict(), SMALL_CONFIG.to_mapping())
-    reply = client_app(_train_message(small_federation), context)
+    reply = send_train(folder, SMALL_CONFIG)
     assert reply.has_error() and reply.error.reason == "refused: data-error"  # paths do not leave the node
     (refusal,) = [e for e in read_entries(folder / AUDIT_FILE) if e["kind"] == "refusal"]
     assert f"workspace data folder not found: {folder / DATA_FOLDER}" in refusal["detail"]
