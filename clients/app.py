@@ -31,13 +31,10 @@ from clients.workspace_node import WorkspaceNode
 from federated.audit import fingerprint, update_norm
 from federated.config import RunConfig
 from federated.errors import BudgetError, ConfigError, OptinError
-from federated.protocol import CONSENT_KEY, REFUSED_CODE, TRAIN_CONFIG_FIELDS
+from federated.protocol import CONSENT_KEY, EVAL_METRICS, REFUSED_CODE, TRAIN_CONFIG_FIELDS, TRAIN_METRICS
 from federated.tasks import get_task
 
 log = logging.getLogger("optin.node")
-
-TRAIN_METRICS = ("num-examples", "train-loss", "epsilon", "delta", "steps", "sample-rate", "noise-multiplier")
-EVAL_METRICS = ("num-examples", "eval-loss", "eval-accuracy")
 
 app = ClientApp()
 

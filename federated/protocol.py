@@ -15,6 +15,12 @@ round fits the workspace's remaining lifetime budget, and that remaining ε."""
 REFUSED_CODE = 1001
 """Error code of a node's refusal (no consent, or a train config it will not run)."""
 
+TRAIN_METRICS = ("num-examples", "train-loss", "epsilon", "delta", "steps", "sample-rate", "noise-multiplier")
+"""The only metrics a ``train`` reply may carry (next to the model arrays)."""
+
+EVAL_METRICS = ("num-examples", "eval-loss", "eval-accuracy")
+"""The only metrics an ``evaluate`` reply may carry."""
+
 TRAIN_CONFIG_FIELDS: dict[str, type] = {
     "server-round": int,
     "local-steps": int,

@@ -21,6 +21,7 @@ class RoundRecord:
     trained: dict[int, dict[str, float]] = field(default_factory=dict)
     evaluated: dict[int, dict[str, float]] = field(default_factory=dict)
     skipped: dict[int, str] = field(default_factory=dict)
+    dropped: dict[int, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
 
 
@@ -56,7 +57,7 @@ class RunRecord:
             "config": self.config,
             "rounds": [
                 {"round": number, "metrics": r.metrics, "consent": _keys(r.consent), "trained": _keys(r.trained),
-                 "evaluated": _keys(r.evaluated), "skipped": _keys(r.skipped)}
+                 "evaluated": _keys(r.evaluated), "skipped": _keys(r.skipped), "dropped": _keys(r.dropped)}
                 for number, r in sorted(self.rounds.items())
             ],
             "nodes": _keys(self.nodes()),

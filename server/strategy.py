@@ -23,6 +23,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from federated.audit import AuditLog, fingerprint, update_norm
 from federated.protocol import CONSENT_FIELDS, CONSENT_KEY
+from server.reply_check import check_evaluate_reply, check_train_reply
 from server.run_record import RunRecord
 
 log = logging.getLogger("optin.server.strategy")
@@ -101,28 +102,41 @@ class ConsentAwareFedAvg(FedAvg):
         replies = list(replies)
         round_record = self.record.round(server_round)
         sent = self._sent.pop(server_round, None)
+        if sent is None:  # nothing was sent this round (too few eligible nodes)
+            return None, None
+        accepted = []
         for reply in replies:
             node_id = reply.metadata.src_node_id
             if reply.has_error():
                 self._skip(server_round, node_id, f"train-error: {reply.error.reason}")
                 continue
+            problem = check_train_reply(reply, sent)
+            if problem is not None:
+                self._drop(server_round, node_id, "train", problem)
+                continue
+            accepted.append(reply)
             round_record.trained[node_id] = dict(reply.content["metrics"])
             size, digest = fingerprint(reply.content["arrays"])
-            norm = update_norm(reply.content["arrays"], sent) if sent is not None else None
             self._audit("release-received", round=server_round, node=node_id, bytes=size, sha256=digest,
-                        l2_norm=norm)
-        arrays, metrics = super().aggregate_train(server_round, replies)
+                        l2_norm=update_norm(reply.content["arrays"], sent))
+        arrays, metrics = super().aggregate_train(server_round, accepted)
         if metrics is not None:
             round_record.metrics.update(metrics)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        replies = list(replies)
         round_record = self.record.round(server_round)
+        accepted = []
         for reply in replies:
-            if not reply.has_error():
-                round_record.evaluated[reply.metadata.src_node_id] = dict(reply.content["metrics"])
-        metrics = super().aggregate_evaluate(server_round, replies)
+            if reply.has_error():
+                continue
+            problem = check_evaluate_reply(reply)
+            if problem is not None:
+                self._drop(server_round, reply.metadata.src_node_id, "evaluate", problem)
+                continue
+            accepted.append(reply)
+            round_record.evaluated[reply.metadata.src_node_id] = dict(reply.content["metrics"])
+        metrics = super().aggregate_evaluate(server_round, accepted)
         if metrics is not None:
             round_record.metrics.update(metrics)
         return metrics
@@ -131,6 +145,11 @@ class ConsentAwareFedAvg(FedAvg):
         self.record.round(server_round).skipped[node_id] = reason
         log.info("round %d: skipping node %d (%s)", server_round, node_id, reason)
         self._audit("skip", round=server_round, node=node_id, reason=reason)
+
+    def _drop(self, server_round: int, node_id: int, message_type: str, problem: str) -> None:
+        self.record.round(server_round).dropped[node_id] = f"{message_type}: {problem}"
+        log.warning("round %d: dropped the %s reply of node %d: %s", server_round, message_type, node_id, problem)
+        self._audit("reply-dropped", round=server_round, node=node_id, message_type=message_type, reason=problem)
 
     def _audit(self, kind: str, **fields: object) -> None:
         if self.audit is not None:
