@@ -18,7 +18,8 @@ from experiments.cli_common import console, fail
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.errors import OptinError
 from federated.privacy.ledger import LEDGER_FILE, Ledger
-from federated.privacy.policy import POLICY_FILE, PRIVACY_UNITS, Policy, read_policy, render_policy, write_policy
+from federated.privacy.policy import (POLICY_FILE, PRIVACY_UNITS, Policy, parse_policy, read_policy, render_policy,
+                                      write_policy)
 
 WORKSPACE = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (holds policy.toml).")
 
@@ -74,7 +75,6 @@ def policy_init(
     if path.exists() and not force:
         fail(f"{path}: already exists (use --force to replace it)")
     try:
-        from federated.privacy.policy import parse_policy
         policy = parse_policy({"max_epsilon": max_epsilon, "delta": delta, "privacy_unit": privacy_unit},
                               "command line")
     except OptinError as exc:
@@ -144,8 +144,8 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         table.add_row(run_id, str(len(items)), f"{rounds[0]}-{rounds[-1]}", str(sum(r.steps for r in items)),
                       f"{items[-1].epsilon_total:.3f}")
     console.print(table)
-    console.print(f"spent ε = {spent:.3f}" + (f" of {policy.max_epsilon:g}; remaining {max(0.0, policy.max_epsilon - spent):.3f}"
-                                                if policy else ""))
+    budget = f" of {policy.max_epsilon:g}; remaining {max(0.0, policy.max_epsilon - spent):.3f}" if policy else ""
+    console.print(f"spent ε = {spent:.3f}{budget}")
 
 
 @audit_app.command("verify")

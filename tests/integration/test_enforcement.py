@@ -3,7 +3,6 @@ member-level samples, and tamper-evident audit logs."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 from dataclasses import replace
@@ -17,7 +16,7 @@ from experiments.federation import make_synthetic_federation, run_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.data import SyntheticSpec, load_slack_export, split_messages
 from federated.privacy.ledger import LEDGER_FILE, Ledger
-from federated.privacy.policy import Policy, Scope, write_policy
+from federated.privacy.policy import Policy, write_policy
 from tests.conftest import SMALL_CONFIG
 from tests.node_calls import send_query, send_train
 
