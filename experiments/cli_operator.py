@@ -18,6 +18,7 @@ from experiments.cli_common import console, fail
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.errors import OptinError
 from federated.privacy.ledger import LEDGER_FILE, Ledger
+from federated.privacy.one_run_audit import epsilon_lower_bound
 from federated.privacy.policy import (POLICY_FILE, PRIVACY_UNITS, Policy, parse_policy, read_policy, render_policy,
                                       write_policy)
 
@@ -26,7 +27,7 @@ WORKSPACE = typer.Option(Path("."), "--workspace", "-w", help="The workspace fol
 consent_app = typer.Typer(help="Turn a workspace's consent on or off.", no_args_is_help=True)
 policy_app = typer.Typer(help="Create, show and check a workspace's policy file.", no_args_is_help=True)
 ledger_app = typer.Typer(help="Read a workspace's privacy ledger.", no_args_is_help=True)
-audit_app = typer.Typer(help="Verify and summarize audit logs.", no_args_is_help=True)
+audit_app = typer.Typer(help="Verify and summarize audit logs; bound ε empirically.", no_args_is_help=True)
 
 
 @consent_app.command("on")
@@ -187,3 +188,24 @@ def audit_show(path: Path = typer.Argument(..., help="An audit log, or a folder 
             table.add_row(str(e["run_id"]), str(e["round"]), str(e["bytes"]), f"{e['l2_norm']:.4f}",
                           e["sha256"][:16] + "…", f"{e['epsilon_total']:.3f}")
         console.print(table)
+
+
+@audit_app.command("bound")
+def audit_bound(
+    canaries: int = typer.Option(..., help="m: canaries, each included in training with probability 1/2."),
+    guesses: int = typer.Option(..., help="r: guesses made (abstentions excluded)."),
+    correct: int = typer.Option(..., help="v: correct guesses."),
+    delta: float = typer.Option(0.0, help="δ of the DP guarantee being tested."),
+    confidence: float = typer.Option(0.95, help="Confidence of the lower bound."),
+) -> None:
+    """Empirical ε lower bound of a one-run audit (Steinke, Nasr, Jagielski 2023); last line: the number.
+
+    Example: optin audit bound --canaries 1000 --guesses 100 --correct 100 --delta 0
+    """
+    try:
+        bound = epsilon_lower_bound(canaries, guesses, correct, delta, confidence)
+    except OptinError as exc:
+        fail(exc)
+    console.print(f"ε lower bound at {confidence:.0%} confidence (m={canaries}, r={guesses}, v={correct}, "
+                  f"δ={delta:g}):", highlight=False, soft_wrap=True)
+    console.print(f"{bound:.4f}", highlight=False)
