@@ -26,6 +26,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.dp_training import DPSGDSettings, train_dp_sgd
+from clients.egress import egress_check
 from clients.round_plan import plan_round
 from clients.workspace_node import WorkspaceNode
 from federated.audit import fingerprint, update_norm
@@ -36,7 +37,7 @@ from federated.tasks import get_task
 
 log = logging.getLogger("optin.node")
 
-app = ClientApp()
+app = ClientApp(mods=[egress_check])
 
 
 @app.query()

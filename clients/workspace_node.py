@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 
 from federated.audit import AUDIT_FILE, AuditLog, read_entries
 from federated.config import RunConfig
-from federated.data import ChatMessage, load_slack_export, split_messages
+from federated.data import ChatMessage, load_workspace, split_messages
 from federated.errors import ConfigError, DataError, LedgerError
 from federated.privacy.ledger import LEDGER_FILE, Ledger, inspect_hint
 from federated.privacy.policy import POLICY_FILE, ConsentDecision, Policy, decide_consent
@@ -76,7 +76,7 @@ class WorkspaceNode:
         return Ledger(path)
 
     def _split(self, config: RunConfig) -> tuple[list[ChatMessage], list[ChatMessage]]:
-        workspace = load_slack_export(self.folder / DATA_FOLDER, name=self.name)
+        workspace = load_workspace(self.folder / DATA_FOLDER, name=self.name)
         return split_messages(list(workspace.messages), config.test_fraction, config.seed)
 
     def training_samples(self, task: Task, config: RunConfig, policy: Policy) -> TensorDataset:

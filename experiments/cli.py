@@ -9,7 +9,10 @@ import typer
 
 from experiments.cli_common import console, fail
 from experiments.cli_data import data_app
+from experiments.cli_deploy import add_deploy_commands
 from experiments.cli_operator import audit_app, consent_app, ledger_app, policy_app
+from experiments.cli_privacy import privacy_app
+from experiments.cli_sweep import sweep
 from federated.data import SyntheticSpec
 from federated.errors import OptinError
 
@@ -19,6 +22,9 @@ app.add_typer(consent_app, name="consent")
 app.add_typer(policy_app, name="policy")
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(audit_app, name="audit")
+app.add_typer(privacy_app, name="privacy")
+app.command()(sweep)
+add_deploy_commands(app)
 
 
 @app.callback()

@@ -69,11 +69,7 @@ class AuditLog:
     def _tail(self) -> tuple[int, str]:
         if not self.path.exists():
             return 0, GENESIS
-        last = None
-        with self.path.open("rb") as f:
-            for line in f:
-                if line.strip():
-                    last = line
+        last = _last_line(self.path)
         if last is None:
             return 0, GENESIS
         try:
@@ -83,6 +79,27 @@ class AuditLog:
             return int(entry["seq"]) + 1, str(entry["hash"])
         except (ValueError, KeyError, TypeError) as exc:
             raise AuditError(f"{self.path}: last entry is damaged ({exc}); run `optin audit verify` on it") from exc
+
+
+def _last_line(path: Path, chunk: int = 8192) -> bytes | None:
+    """The file's last non-blank line (without trailing whitespace), or None if every line is blank.
+
+    Read backwards from the end, ``chunk`` bytes at a time, so an append costs the same whatever the
+    log's length (a server's log gains several entries per node and round).
+    """
+    with path.open("rb") as f:
+        position = f.seek(0, os.SEEK_END)
+        tail = b""
+        while position > 0:
+            step = min(chunk, position)
+            position -= step
+            f.seek(position)
+            tail = f.read(step) + tail
+            content = tail.rstrip()
+            start = content.rfind(b"\n")
+            if content and (start >= 0 or position == 0):
+                return content[start + 1:]
+    return None
 
 
 @dataclass

@@ -14,10 +14,21 @@ from typing import Any
 
 from federated.errors import ConfigError
 
+DP_MODES = ("none", "local", "central", "both")
+"""What a run asks for: ``local`` DP-SGD on each node (``noise-multiplier``, and each node's policy may add
+more), ``central`` workspace-level DP-FedAvg on the server (``central-*`` keys), ``both``, or ``none``."""
+CENTRAL_MODES = ("central", "both")
+
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One federated run: rounds, local DP-SGD settings, the privacy target and where things live."""
+    """One federated run: rounds, local DP-SGD settings, the privacy target and where things live.
+
+    ``dp-mode`` (one of ``DP_MODES``) says which DP mechanisms the server asks for; with central DP the
+    server clips each workspace's update to ``central-clipping-norm``, adds Gaussian noise with
+    multiplier ``central-noise-multiplier`` to the average and reports ε at ``central-delta``
+    (``server.central_dp``).
+    """
 
     num_rounds: int = 3
     local_steps: int = 10
@@ -35,6 +46,10 @@ class RunConfig:
     seed: int = 0
     workspaces_root: str = ""
     results_dir: str = ""
+    dp_mode: str = "local"
+    central_noise_multiplier: float = 1.0
+    central_clipping_norm: float = 1.0
+    central_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         positive = ("num_rounds", "local_steps", "batch_size", "lr", "max_grad_norm", "seq_len")
@@ -50,6 +65,18 @@ class RunConfig:
         for name in ("min_train_nodes", "min_available_nodes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_key(name)}: expected a value >= 0, got {getattr(self, name)}")
+        if self.dp_mode not in DP_MODES:
+            raise ConfigError(f"dp-mode: expected one of {list(DP_MODES)}, got {self.dp_mode!r}")
+        if self.dp_mode in ("none", "central") and self.noise_multiplier != 0:
+            raise ConfigError(f"noise-multiplier: dp-mode {self.dp_mode!r} asks nodes for no local noise; expected 0, "
+                              f"got {self.noise_multiplier}")
+        if self.central_noise_multiplier < 0 or (self.dp_mode in CENTRAL_MODES and self.central_noise_multiplier == 0):
+            raise ConfigError(f"central-noise-multiplier: expected a value > 0 (>= 0 without central DP), "
+                              f"got {self.central_noise_multiplier}")
+        if self.central_clipping_norm <= 0:
+            raise ConfigError(f"central-clipping-norm: expected a positive value, got {self.central_clipping_norm}")
+        if not 0 < self.central_delta < 1:
+            raise ConfigError(f"central-delta: expected a value in (0, 1), got {self.central_delta}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any], source: str = "run config") -> RunConfig:

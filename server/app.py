@@ -1,7 +1,9 @@
 """Optin's ServerApp: consent-gated FedAvg of locally DP-trained models, then federated evaluation.
 
 Round 0 evaluates the initial model on the consenting nodes' held-out splits,
-so every run shows what training changed. With ``results-dir`` set, the run's
+so every run shows what training changed. With ``dp-mode`` "central" or "both" the rounds run
+through ``server.central_dp.CentralDPFedAvg`` (workspace-level DP-FedAvg around the same consent-aware
+strategy). With ``results-dir`` set, the run's
 ``metrics.json`` and the server's audit log (``audit.jsonl``) are written there.
 """
 
@@ -14,8 +16,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from federated.audit import AUDIT_FILE, AuditLog
-from federated.config import RunConfig
+from federated.config import CENTRAL_MODES, RunConfig
 from federated.tasks import get_task
+from server.central_dp import CentralDPFedAvg
 from server.run_record import RunRecord
 from server.strategy import ConsentAwareFedAvg
 
@@ -46,7 +49,8 @@ def main(grid: Grid, context: Context) -> None:
 
     initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid))
     strategy.aggregate_evaluate(0, initial)
-    strategy.start(grid, arrays, num_rounds=config.num_rounds, train_config=ConfigRecord(dict(proposal)))
+    rounds = CentralDPFedAvg.from_config(strategy, config) if config.dp_mode in CENTRAL_MODES else strategy
+    rounds.start(grid, arrays, num_rounds=config.num_rounds, train_config=ConfigRecord(dict(proposal)))
     if config.results_dir:
         path = Path(config.results_dir) / "metrics.json"
         record.write(path)

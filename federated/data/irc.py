@@ -7,7 +7,8 @@ Message lines (the only training text)::
 
 Other lines are recognised and counted by reason, never kept: ``"system"``
 (``=== ...``: joins, parts, nick changes, with or without a prefix),
-``"action"`` (``* nick does something``), ``"notice"`` (``-bot- ...``),
+``"action"`` (``* nick does something``), ``"notice"`` (``-bot- ...``,
+``(nick/#channel) ...``),
 ``"blank_line"``, and ``"empty_text"`` (a ``<nick>`` with nothing after it).
 Any other line is a ``DataError`` naming the file and its 1-based line, so a
 file in another format fails loudly instead of loading as nothing.
@@ -43,9 +44,8 @@ _NEW_DOMAINS = re.compile(
     r"(?: \[(?P<h>\d{1,2}):(?P<m>\d{2})(?::(?P<s>\d{2}))?\])?\s+(?P<rest>.*)$"
 )
 _MESSAGE = re.compile(r"^<(?P<nick>[^<>]*[^<>\s])\s*>(?P<text>.*)$")
-_SYSTEM_NAMES = re.compile(r"^=== (?P<a>\S+) (?:\[|has |entered the room|left the room|is now known as (?P<b>\S+))")
 _ACTION = re.compile(r"^\* ?(?P<a>\S+)")
-_NOTICE = re.compile(r"^-(?P<a>[^\s-][^\s]*?)-(?:\s|$)")
+_NOTICE = re.compile(r"^(?:-(?P<a>[^\s-]\S*?)-|\((?P<b>[^\s/()]+)/#[^\s()]*\))(?:\s|$)")
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,12 @@ class LogSlice:
 
 @dataclass
 class ParsedLog:
-    """The messages of a slice, the skipped lines by reason, and every nick seen (authors and others)."""
+    """The messages of a slice, the skipped lines by reason, and the nicks of everyone who wrote a line.
+
+    ``nicks`` holds the authors of messages, actions and notices; nicks only
+    named by system lines (joins, nick changes) are left out: many are common
+    words (``The``, ``new``) of people who never wrote anything.
+    """
 
     messages: list[ChatMessage] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
@@ -145,14 +150,14 @@ def _seconds(match: re.Match[str], piece: LogSlice, index: int) -> int:
 
 
 def _other_line(rest: str, piece: LogSlice, index: int, nicks: set[str]) -> str:
-    """The skip reason of a line that is not ``<nick> text``; collects the nicks it names."""
-    for pattern, reason in ((_SYSTEM_NAMES, "system"), (_ACTION, "action"), (_NOTICE, "notice")):
+    """The skip reason of a line that is not ``<nick> text``; collects the nick of an action or notice."""
+    if rest.startswith("==="):
+        return "system"
+    for pattern, reason in ((_ACTION, "action"), (_NOTICE, "notice")):
         match = pattern.match(rest)
         if match:
             nicks.update(n for n in match.groupdict().values() if n)
             return reason
-    if rest.startswith("==="):
-        return "system"
     raise DataError(
         f"{piece.file}: line {index + 1}: not an IRC log line (expected '[HH:MM] <nick> text' or "
         f"'<channel> YYYY-MM-DD [HH:MM:SS] <nick> text'): {rest[:60]!r}"

@@ -86,8 +86,8 @@ class Workspace:
     report: LoadReport | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for field in ("members", "channels", "messages", "member_names"):
-            object.__setattr__(self, field, tuple(getattr(self, field)))
+        for attr in ("members", "channels", "messages", "member_names"):
+            object.__setattr__(self, attr, tuple(getattr(self, attr)))
         if self.member_names and len(self.member_names) != len(self.members):
             raise ValueError(
                 f"member_names: expected {len(self.members)} names aligned with members, "

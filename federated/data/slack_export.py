@@ -75,7 +75,7 @@ def load_slack_export(path: Path, name: str | None = None, *, skip_bad_files: bo
 
 def read_slack_export(path: Path, *, name: str | None = None, skip_bad_files: bool = False,
                       render_markup: bool = True, keep_subtypes: frozenset[str] = KEPT_SUBTYPES) -> SourceData:
-    """Read the export at ``path``: the workspace (with its ``report``) and every name in ``users.json``.
+    """Read the export at ``path``: the workspace (with its ``report``) and the people's names in ``users.json``.
 
     Kept messages: ``"type" == "message"``, no ``"subtype"`` or one in
     ``keep_subtypes`` (joins, leaves, topic changes, bot posts ... are skipped
@@ -207,7 +207,7 @@ def _rendered(messages: list[ChatMessage], handles: Mapping[str, str], conversat
 
 
 def _members(users: list[Any], file: Path) -> tuple[list[str], list[str], dict[str, str], frozenset[str], set[str]]:
-    """Ids, handles (aligned), id -> handle, bot ids, and every name string in ``users.json``."""
+    """Ids, handles (aligned), id -> handle, bot ids, and every name of a person (not a bot) in ``users.json``."""
     members: list[str] = []
     member_names: list[str] = []
     bots = {_SLACKBOT}
@@ -221,6 +221,7 @@ def _members(users: list[Any], file: Path) -> tuple[list[str], list[str], dict[s
         member_names.append(handle if isinstance(handle, str) and handle else uid)
         if user.get("is_bot") is True:
             bots.add(uid)
+            continue
         profile = user.get("profile")
         profile = profile if isinstance(profile, dict) else {}
         for value in [user.get(f) for f in _NAME_FIELDS] + [profile.get(f) for f in _PROFILE_NAME_FIELDS]:

@@ -1,0 +1,96 @@
+"""The ingress check: what a node accepts from the server before any handler runs.
+
+Guarantee: a ``query`` may carry only an optional ``config`` (a valid round config); ``train``
+exactly ``arrays`` and ``config``; ``evaluate`` ``arrays`` and an optional ``config``. The arrays
+must have exactly the keys, shapes and dtypes of the run's model, and the config must parse with
+``parse_train_config``. Anything else gets the refusal ``refused: bad-request`` and a ``refusal``
+entry (with what was wrong) in the workspace's audit log; no data is read and nothing is trained.
+``GuardedClientApp`` does the same for a message type the node does not offer. The node keeps
+serving later messages either way.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message
+from flwr.clientapp import ClientApp
+from flwr.clientapp.typing import ClientAppCallable
+
+from clients.train_config import parse_train_config
+from clients.workspace_node import WorkspaceNode
+from federated.config import RunConfig
+from federated.errors import OptinError
+from federated.protocol import REFUSED_CODE
+from federated.tasks import get_task
+
+log = logging.getLogger("optin.ingress")
+
+_RECORDS = {"query": (set(), {"config"}), "train": ({"arrays", "config"}, set()),
+            "evaluate": ({"arrays"}, {"config"})}
+"""message type: (records required, records optional)."""
+
+
+def ingress_check(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Refuse a malformed request before its handler runs; otherwise run the handler."""
+    problem = request_problem(msg, context)
+    if problem is None:
+        return call_next(msg, context)
+    return refuse(msg, context, "bad-request", problem)
+
+
+def request_problem(msg: Message, context: Context) -> str | None:
+    """What is wrong with the request, naming keys only; ``None`` if it is well formed."""
+    required, optional = _RECORDS[msg.metadata.message_type]
+    records = set(msg.content.keys())
+    if not required <= records or records - required - optional:
+        return f"records {sorted(records)}; expected {sorted(required)} and optionally {sorted(optional)}"
+    try:
+        if "config" in records:
+            config = msg.content["config"]
+            if not isinstance(config, ConfigRecord):
+                return "'config' is not a ConfigRecord"
+            if msg.metadata.message_type != "evaluate":
+                parse_train_config(config)
+        if "arrays" in records:
+            return _arrays_problem(msg.content["arrays"], RunConfig.from_mapping(context.run_config))
+    except OptinError as exc:
+        return str(exc)
+    return None
+
+
+def _arrays_problem(arrays: object, config: RunConfig) -> str | None:
+    if not isinstance(arrays, ArrayRecord):
+        return "'arrays' is not an ArrayRecord"
+    expected = get_task(config.task, config.seq_len).build_model(config.seed).state_dict()
+    if list(arrays.keys()) != list(expected):
+        return "array keys differ from the model's"
+    for key, tensor in expected.items():
+        array = arrays[key]
+        if tuple(array.shape) != tuple(tensor.shape) or array.dtype != str(tensor.dtype).removeprefix("torch."):
+            return f"array {key!r} is {array.dtype}{list(array.shape)}, expected {tensor.dtype}{list(tensor.shape)}"
+    return None
+
+
+def refuse(msg: Message, context: Context, reason: str, detail: str) -> Message:
+    """A refusal reply; the detail goes to the node's log and audit log only."""
+    log.warning("refused %s: %s (%s)", msg.metadata.message_type, reason, detail)
+    try:
+        WorkspaceNode.from_context(context).audit().append(
+            "refusal", run_id=str(context.run_id), round=msg.metadata.group_id,
+            message_type=msg.metadata.message_type, reason=reason, detail=detail)
+    except OptinError as exc:
+        log.error("could not audit the refusal: %s", exc)
+    return Message(Error(REFUSED_CODE, f"refused: {reason}"), reply_to=msg)
+
+
+class GuardedClientApp(ClientApp):
+    """A ClientApp that refuses (and audits) a message type it does not offer instead of raising."""
+
+    def __call__(self, message: Message, context: Context) -> Message:
+        category, _, action = message.metadata.message_type.partition(".")
+        # Flower keeps the handlers in this private table; an unknown type would raise before any mod runs.
+        if f"{category}.{action or 'default'}" not in self._registered_funcs:
+            return refuse(message, context, "unsupported-message-type",
+                          f"message type {message.metadata.message_type!r} is not offered")
+        return super().__call__(message, context)

@@ -1,0 +1,193 @@
+"""DP overhead: one DP-SGD step vs one non-private step of the flagship model, per Opacus mode.
+
+What is measured: the wall time of one optimizer step (zero grad, forward, loss, backward, step) of
+the next-character transformer (``NextCharTask``, seq-len 64, default shape) on one fixed batch of
+``--batch-size`` encoded synthetic messages. The non-private side is plain SGD (momentum 0.9, as
+the node uses) on the same model and batch. Each DP side is Opacus' ``PrivacyEngine.make_private``
+(noise multiplier 1, clipping norm 1, Poisson sampling, as the node uses) with one
+``grad_sample_mode``:
+
+- ``hooks``: per-sample gradients from forward/backward hooks (Opacus' default);
+- ``functorch``: per-sample gradients from ``torch.func`` (vmap over the per-sample loss);
+- ``ew``: PyTorch's ExpandedWeights (per-sample gradients computed inside autograd);
+- ``ghost``: ghost clipping (per-sample gradient *norms* only, then a second backward pass); it
+  needs a per-sample criterion, and Opacus' embedding norm sampler needs contiguous token ids:
+  the flagship model's position ids are an ``expand``-ed view, so this side adds a forward
+  pre-hook that makes them contiguous (a prototype of a one-line fix in ``nextchar.py``).
+
+Sides run interleaved: each repetition times one step of every side, in rotating order, after one
+untimed warm-up step each; the figure is the median over repetitions of (DP step time /
+non-private step time) measured in the same repetition, a second apart, and the ratio of the
+fastest repetitions (each side's cost when the shared machine left it alone). Target: at most 2x for the mode the node uses.
+
+Before timing, each DP mode takes one step with noise 0 from the same weights on the same batch; its
+update is compared with the ``hooks`` mode's (largest difference relative to the largest update),
+so a fast mode that computed wrong per-sample gradients would show here.
+
+Run: ``.venv/bin/python -m experiments.bench.dp_overhead`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from opacus import PrivacyEngine
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from clients.dp_training import grad_sample_mode
+from experiments.bench.common import (
+    Paired,
+    apply_threads,
+    header,
+    interleaved,
+    median,
+    parser,
+    profile_top,
+    table,
+    timed,
+)
+from federated.data import SyntheticSpec, generate_workspace
+from federated.tasks.nextchar import IGNORE, NextCharTask
+
+MODES = ("hooks", "functorch", "ew", "ghost")
+PLAIN = "non-private"
+
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
+warnings.filterwarnings("ignore", message="In CPU autocast, but the target dtype is not supported")
+
+
+class PerSampleLoss(nn.Module):
+    """The task's loss as a criterion ghost clipping can use: each message's mean token loss.
+
+    With ``reduction = "none"`` it returns one loss per sample (what Opacus' ghost clipping asks
+    for); with ``"mean"`` it equals ``NextCharTask.loss``.
+    """
+
+    reduction = "mean"
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        per_token = nn.functional.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE,
+                                                reduction="none")
+        per_sample = per_token.sum(dim=1) / (targets != IGNORE).sum(dim=1).clamp(min=1)
+        return per_sample if self.reduction == "none" else per_sample.mean()
+
+
+@dataclass
+class Side:
+    """One way of taking a step: the step itself, and the model it updates."""
+
+    step: Callable[[], None]
+    model: nn.Module
+
+
+def make_side(mode: str, task: NextCharTask, data: TensorDataset, batch: tuple[torch.Tensor, torch.Tensor],
+              seed: int, noise_multiplier: float = 1.0) -> Side:
+    """A step function for ``mode`` (``PLAIN`` or an Opacus ``grad_sample_mode``) on a fresh model."""
+    model = task.build_model(seed)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    inputs, targets = batch
+    if mode == PLAIN:
+        def plain_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            task.loss(model(inputs), targets).backward()
+            optimizer.step()
+        return Side(plain_step, model)
+
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(data, batch_size=len(inputs), generator=generator)
+    common = dict(optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier, max_grad_norm=1.0,
+                  poisson_sampling=True, noise_generator=generator, grad_sample_mode=mode)
+    engine = PrivacyEngine(accountant="rdp")
+    if mode == "ghost":
+        model.pos.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(),))
+        private, private_optimizer, criterion, _ = engine.make_private(module=model, criterion=PerSampleLoss(),
+                                                                       **common)
+    else:
+        private, private_optimizer, _ = engine.make_private(module=model, **common)
+        criterion = task.loss
+
+    def dp_step() -> None:
+        private_optimizer.zero_grad(set_to_none=True)
+        criterion(private(inputs), targets).backward()
+        private_optimizer.step()
+    return Side(dp_step, model)
+
+
+def agreement(task: NextCharTask, data: TensorDataset, batch: tuple[torch.Tensor, torch.Tensor], seed: int,
+              modes: list[str]) -> dict[str, str]:
+    """Per mode: largest |update - hooks update| / largest |hooks update| after one noiseless step."""
+    before = {n: p.detach().clone() for n, p in task.build_model(seed).named_parameters()}
+
+    def update(mode: str) -> dict[str, torch.Tensor]:
+        side = make_side(mode, task, data, batch, seed, noise_multiplier=0.0)
+        side.step()
+        return {n: p.detach() - before[n] for n, p in side.model.named_parameters()}
+
+    reference = update("hooks")
+    scale = max(float(d.abs().max()) for d in reference.values())
+    result = {}
+    for mode in modes:
+        try:
+            got = update(mode)
+        except Exception as exc:  # noqa: BLE001 - a mode that cannot run this model is a finding, not a crash
+            result[mode] = f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:90]}"
+            continue
+        result[mode] = f"{max(float((got[n] - reference[n]).abs().max()) for n in reference) / scale:.1e}"
+    return result
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0], repeats=20)
+    p.add_argument("--batch-size", type=int, default=32, help="samples per step (default: %(default)s)")
+    p.add_argument("--profile", action="store_true", help="print cProfile's top entries of the node's DP mode")
+    args = p.parse_args()
+    apply_threads(args.threads)
+
+    task = NextCharTask(seq_len=64)
+    texts = generate_workspace(0, SyntheticSpec(num_workspaces=1, seed=args.seed, min_messages=400,
+                                                max_messages=400)).texts
+    data = task.encode(texts)
+    batch = (data.tensors[0][:args.batch_size], data.tensors[1][:args.batch_size])
+    node_mode = grad_sample_mode(task.build_model(args.seed))
+    print(header("DP overhead: one DP-SGD step vs one non-private step",
+                 f"NextCharTask seq-len 64, batch {args.batch_size}, {sum(p.numel() for p in task.build_model(0).parameters())} "
+                 f"parameters; the node's DP-SGD uses grad_sample_mode={node_mode!r}"))
+
+    agree = agreement(task, data, batch, args.seed, [m for m in MODES if m != "hooks"])
+    sides: dict[str, Side] = {PLAIN: make_side(PLAIN, task, data, batch, args.seed)}
+    for mode in MODES:
+        if agree.get(mode, "").startswith("fails"):
+            continue
+        sides[mode] = make_side(mode, task, data, batch, args.seed)
+    for side in sides.values():
+        side.step()  # warm-up: allocations, lazy initialisation
+
+    times = interleaved({name: partial(timed, side.step) for name, side in sides.items()}, args.repeats)
+    rows = []
+    for name in sides:
+        ratio = Paired(times[name], times[PLAIN])
+        rows.append([name + (" (node)" if name == node_mode else ""), median(times[name]) * 1000,
+                     min(times[name]) * 1000,
+                     "1" if name == PLAIN else ratio.describe(),
+                     "reference" if name == "hooks" else agree.get(name, "-")])
+    rows += [[mode, "-", "-", agree[mode], "-"] for mode in MODES if agree.get(mode, "").startswith("fails")]
+    print(table(["side", "ms/step median", "ms/step best", "vs non-private", "update vs hooks (rel.)"], rows))
+    node = Paired(times[node_mode], times[PLAIN])
+    print(f"\nnode's mode {node_mode!r}: {node.describe()} a non-private step (target <= 2x: "
+          f"{'met' if node.ratio <= 2 else 'MISSED'})")
+    if args.profile:
+        print(f"\ncProfile, 10 steps of mode {node_mode!r}:")
+        side = sides[node_mode]
+        print(profile_top(lambda: [side.step() for _ in range(10)], sort="tottime",
+                          pattern=r"opacus|torch|nextchar"))
+
+
+if __name__ == "__main__":
+    main()

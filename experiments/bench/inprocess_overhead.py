@@ -1,0 +1,277 @@
+"""In-process overhead: one federated round through Optin's apps vs a plain DP-SGD loop doing the same steps.
+
+What is measured, side by side in this process (sides interleaved, rotating order):
+
+- **optin**: one round of Optin's ServerApp and ClientApp on the in-process grid (as
+  ``experiments.federation.run_federation`` runs them; ``num-rounds=1``, every workspace
+  consenting, ``results-dir`` set as the demo does). Phase times come from the grid's observer, called when each ``send_and_receive`` returns:
+  *query* = end of the round-0 evaluation to the end of the round-1 queries (every node answers
+  consent and budget); *train* = end of the queries to the last train reply (message creation,
+  delivery with its deep copy, and the ClientApp's train handler: policy, ledger open and budget
+  check, data load and encoding, model build, DP-SGD, ledger record, audit append, reply arrays);
+  *evaluate* = last train reply to the last evaluate reply (FedAvg, evaluate messages, each node's
+  data load and held-out evaluation); *round* = the three together. Set-up, ServerApp start and
+  round 0 (the initial model's evaluation) are not counted.
+- **plain**: for the same nodes, the same training tensors (encoded before the clock starts), initial
+  weights, ``PrivacyEngine`` settings (including ``grad_sample_mode``), seeds and number of steps, a
+  plain loop: build the model, ``make_private``, the DP-SGD steps. *plain+eval* adds ``task.evaluate``
+  on each node's held-out tensors (the compute the evaluate phase does).
+- **optin+proposed** (with ``--proposed``): as *optin*, with the edits proposed for files this
+  benchmark may not change applied by monkeypatching (``experiments.bench.prototypes``).
+
+The *in-run* ratios divide a phase by the time spent, within that same phase of that same run, in
+DP-SGD proper (``train_dp_sgd``) and evaluation proper (``task.evaluate``): the overhead with the
+machine's noise mostly cancelled (both are measured in the same seconds).
+
+Before timing, one round is run and each node's reply is checked to be bitwise equal to the plain
+loop's weights: both sides ran identical DP-SGD steps. Every repetition starts from fresh copies of
+the workspaces (empty ledgers and audit logs). Ratios: *train / plain* (target <= 1.10) and
+*round / plain+eval*, as the median over repetitions of the ratio within a repetition, and the ratio
+of each side's fastest repetition.
+
+Run: ``.venv/bin/python -m experiments.bench.inprocess_overhead`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from flwr.app import ArrayRecord, Message, MessageType
+from opacus import PrivacyEngine
+from torch.utils.data import DataLoader, TensorDataset
+
+import clients.app
+from clients.app import app as client_app
+from clients.dp_training import DPSGDSettings, grad_sample_mode
+from clients.round_plan import stricter
+from clients.workspace_node import WorkspaceNode
+from experiments.bench import prototypes
+from experiments.bench.common import (
+    Paired,
+    apply_threads,
+    copy_workspaces,
+    header,
+    interleaved,
+    median,
+    parser,
+    profile_top,
+    quiet_logging,
+    table,
+)
+from experiments.federation import make_synthetic_federation
+from federated.config import RunConfig
+from federated.data import SyntheticSpec
+from federated.inprocess import FIRST_NODE_ID, ClientAppCallable, run_in_process
+from federated.privacy.policy import POLICY_FILE, read_policy
+from federated.tasks import NextCharTask, Task, get_task
+from server.app import app as server_app
+
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
+warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
+
+PHASES = ("query", "train", "evaluate")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class NodeInputs:
+    """What the plain loop needs for one node, prepared before any clock starts."""
+
+    train: TensorDataset
+    held_out: TensorDataset
+    settings: DPSGDSettings
+    seed: int
+
+
+@dataclass
+class PhaseClock:
+    """The grid's observer: when each phase of round 1 ended, the train replies, and the time spent in
+    DP-SGD and in evaluation proper (``train_dp_sgd``, ``task.evaluate``) during round 1."""
+
+    marks: dict[tuple[str, str], float] = field(default_factory=dict)
+    train_replies: list[Message] = field(default_factory=list)
+    compute: dict[str, float] = field(default_factory=lambda: {"dp-sgd": 0.0, "evaluate": 0.0})
+
+    def __call__(self, message_type: str, group_id: str, replies: Sequence[Message]) -> None:
+        self.marks[(message_type, group_id)] = time.perf_counter()
+        if (message_type, group_id) == (MessageType.EVALUATE, "0"):
+            self.compute = {key: 0.0 for key in self.compute}
+        if message_type == MessageType.TRAIN:
+            self.train_replies = list(replies)
+
+    def timing(self, key: str, fn: Callable[..., T]) -> Callable[..., T]:
+        """``fn``, adding the seconds each call takes to ``compute[key]``."""
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.compute[key] += time.perf_counter() - start
+        return wrapper
+
+    def phases(self) -> dict[str, float]:
+        start = self.marks[(MessageType.EVALUATE, "0")]
+        query, train, evaluate = (self.marks[(t, "1")] for t in (MessageType.QUERY, MessageType.TRAIN,
+                                                                 MessageType.EVALUATE))
+        return {"query": query - start, "train": train - query, "evaluate": evaluate - train,
+                "round": evaluate - start, "dp-sgd": self.compute["dp-sgd"],
+                "compute": self.compute["dp-sgd"] + self.compute["evaluate"]}
+
+
+def plain_dp_sgd(task: Task, state: dict[str, torch.Tensor], data: TensorDataset, settings: DPSGDSettings,
+                 seed: int) -> dict[str, torch.Tensor]:
+    """The plain PyTorch + Opacus loop: the DP-SGD steps a node takes, and nothing else."""
+    model = task.build_model(0)
+    model.load_state_dict(state)
+    model.train()
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(data, batch_size=max(1, min(settings.expected_batch_size, len(data))), generator=generator)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
+    private, private_optimizer, private_loader = PrivacyEngine(accountant="rdp").make_private(
+        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=settings.noise_multiplier,
+        max_grad_norm=settings.max_grad_norm, poisson_sampling=True, noise_generator=generator,
+        grad_sample_mode=grad_sample_mode(model))
+    steps = 0
+    while steps < settings.local_steps:
+        for inputs, targets in private_loader:
+            private_optimizer.zero_grad(set_to_none=True)
+            if len(inputs):  # ExpandedWeights cannot run an empty Poisson batch: step on no gradients
+                task.loss(private(inputs), targets).backward()
+            else:
+                for param in private_optimizer.params:
+                    param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+            private_optimizer.step()
+            steps += 1
+            if steps == settings.local_steps:
+                break
+    return model.state_dict()
+
+
+def node_inputs(folder: Path, task: Task, config: RunConfig) -> NodeInputs:
+    node = WorkspaceNode(folder)
+    policy = read_policy(folder / POLICY_FILE)
+    requested = DPSGDSettings(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
+                              expected_batch_size=config.batch_size, local_steps=config.local_steps, lr=config.lr)
+    return NodeInputs(node.training_samples(task, config, policy), task.encode(node.held_out_texts(config)),
+                      stricter(requested, policy), node.seed_for(config, 1))
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0], repeats=5)
+    p.add_argument("--workspaces", type=int, default=4, help="workspaces, all consenting (default: %(default)s)")
+    p.add_argument("--messages", type=int, nargs=2, default=(300, 600), metavar=("MIN", "MAX"),
+                   help="messages per workspace (default: %(default)s)")
+    p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps per node (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="expected Poisson batch size (default: %(default)s)")
+    p.add_argument("--proposed", action="store_true",
+                   help="also time the round with the proposed edits to files this benchmark may not change")
+    p.add_argument("--profile", action="store_true", help="print cProfile's top entries of one more round")
+    args = p.parse_args()
+    apply_threads(args.threads)
+
+    work = Path(tempfile.mkdtemp(prefix="optin-bench-"))
+    spec = SyntheticSpec(num_workspaces=args.workspaces, seed=args.seed, min_messages=args.messages[0],
+                         max_messages=args.messages[1])
+    template = make_synthetic_federation(work / "template", spec, opted_out=[]).folders
+    config = RunConfig(num_rounds=1, local_steps=args.local_steps, batch_size=args.batch_size, seed=args.seed,
+                       results_dir=str(work / "results"))
+    task = get_task(config.task, config.seq_len)
+    initial = task.build_model(config.seed).state_dict()
+    inputs = [node_inputs(folder, task, config) for folder in template]
+    print(header("In-process overhead: one federated round vs the plain DP-SGD loop",
+                 f"{args.workspaces} workspaces ({sum(len(i.train) for i in inputs)} training samples), "
+                 f"{args.local_steps} DP-SGD steps each at expected batch {args.batch_size}, "
+                 f"grad_sample_mode={grad_sample_mode(task.build_model(0))!r}"))
+
+    def run_optin(app: ClientAppCallable = client_app, proposed: bool = False) -> PhaseClock:
+        folders = copy_workspaces(template, work / "run")
+        clock = PhaseClock()
+        with ExitStack() as stack:
+            if proposed:
+                stack.enter_context(prototypes.workspace_cache())
+            for owner, name, key in ((clients.app, "train_dp_sgd", "dp-sgd"), (NextCharTask, "evaluate", "evaluate")):
+                original = getattr(owner, name)
+                setattr(owner, name, clock.timing(key, original))
+                stack.callback(setattr, owner, name, original)
+            run_in_process(server_app, app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
+                           observer=clock)
+        return clock
+
+    def plain() -> dict[int, dict[str, torch.Tensor]]:
+        """Every node's DP-SGD as the plain loop, by node id."""
+        return {node_id: plain_dp_sgd(task, initial, node.train, node.settings, node.seed)
+                for node_id, node in enumerate(inputs, start=FIRST_NODE_ID)}
+
+    with quiet_logging():
+        clock, expected = run_optin(), plain()
+        for reply in clock.train_replies:
+            got = reply.content["arrays"].to_torch_state_dict()
+            want = ArrayRecord(expected[reply.metadata.src_node_id]).to_torch_state_dict()
+            if not all(torch.equal(got[k], want[k]) for k in want):
+                raise SystemExit(f"node {reply.metadata.src_node_id}: Optin's DP-SGD and the plain loop differ")
+        print(f"check: {len(clock.train_replies)} nodes' updates are bitwise equal to the plain loop's\n")
+
+        phases: dict[str, list[dict[str, float]]] = {"optin": [], "optin+proposed": []}
+        plain_times: dict[str, list[float]] = {"plain": [], "plain+eval": []}
+
+        def optin_side(name: str, app: ClientAppCallable, proposed: bool) -> Callable[[], float]:
+            def run() -> float:
+                phases[name].append(run_optin(app, proposed).phases())
+                return phases[name][-1]["round"]
+            return run
+
+        def plain_side() -> float:
+            start = time.perf_counter()
+            plain()
+            middle = time.perf_counter()
+            for node in inputs:
+                task.evaluate(task.build_model(config.seed), node.held_out)
+            end = time.perf_counter()
+            plain_times["plain"].append(middle - start)
+            plain_times["plain+eval"].append(end - start)
+            return end - start
+
+        sides = {"optin": optin_side("optin", client_app, False), "plain": plain_side}
+        if args.proposed:
+            sides["optin+proposed"] = optin_side("optin+proposed", prototypes.counting_client_app, True)
+        interleaved(sides, args.repeats)
+
+        rows = []
+        for name in ("optin", "optin+proposed"):
+            if phases[name]:
+                rows.append([name, *(median([ph[k] for ph in phases[name]]) for k in (*PHASES, "round"))])
+        rows += [["plain DP-SGD", "", median(plain_times["plain"]), "", ""],
+                 ["plain DP-SGD + eval", "", "", "", median(plain_times["plain+eval"])]]
+        print(table(["side (median s)", "query", "train", "evaluate", "round"], rows))
+
+        ratios = []
+        for name in ("optin", "optin+proposed"):
+            if phases[name]:
+                col = {k: [ph[k] for ph in phases[name]] for k in ("train", "round", "dp-sgd", "compute")}
+                ratios.append([f"{name}: train phase / plain DP-SGD",
+                               Paired(col["train"], plain_times["plain"]).describe(),
+                               f"{median([t / c for t, c in zip(col['train'], col['dp-sgd'])]):.3f}x"])
+                ratios.append([f"{name}: round / plain DP-SGD + eval",
+                               Paired(col["round"], plain_times["plain+eval"]).describe(),
+                               f"{median([t / c for t, c in zip(col['round'], col['compute'])]):.3f}x"])
+        print()
+        print(table(["ratio", "side by side", "in-run: phase / its own DP-SGD (+eval) time"], ratios))
+        train = Paired([ph["train"] for ph in phases["optin"]], plain_times["plain"])
+        print(f"\ntrain phase vs plain DP-SGD: {train.describe()} (target <= 1.10: "
+              f"{'met' if train.ratio <= 1.10 else 'MISSED'})")
+        if args.profile:
+            print("\ncProfile of one more round (optin side, cumulative):")
+            print(profile_top(run_optin, limit=40))
+
+
+if __name__ == "__main__":
+    main()

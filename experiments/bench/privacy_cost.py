@@ -1,0 +1,178 @@
+"""Accountant, ledger and audit cost of one round on a node, vs that round's DP-SGD compute.
+
+What is measured, per scenario (how many releases the workspace's ledger already holds, and how
+many distinct ``(noise multiplier, sampling rate)`` pairs they use), side by side in this process:
+
+- **bookkeeping**: the privacy work a node does in one round, through the same library calls as the
+  ClientApp: for the query, open the ledger (its open-time soundness check recomputes the lifetime ε),
+  ``spent``, ``plan_round`` (projected ε); for the train message, open the ledger again,
+  ``plan_round``, ``record`` (one SQLite transaction, ``synchronous=FULL``); and the two audit-log
+  appends (consent answer, release; each ``fsync``-ed). Each repetition starts from a fresh copy of
+  the scenario's ledger and audit log.
+- **warm** / **cold**: with the accountant's per-(z, q) RDP-curve memo as a long-lived process has it
+  (in-process grid, a Ray actor), and emptied first, as a fresh process has it (a Deployment
+  Engine SuperNode starts a ``flwr-clientapp`` process per message): cold pays one RDP curve (~40 ms
+  of numerics) per distinct (z, q) in the history.
+- **compute**: ``train_dp_sgd`` for ``--local-steps`` steps on the same workspace's training set.
+
+The figure is bookkeeping / compute (median of per-repetition ratios; sides interleaved). Target: negligible.
+
+Run: ``.venv/bin/python -m experiments.bench.privacy_cost`` (``--help`` for options).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from clients.dp_training import DPSGDSettings, train_dp_sgd
+from clients.round_plan import plan_round, poisson_rate
+from clients.workspace_node import WorkspaceNode
+from experiments.bench.common import Paired, apply_threads, header, interleaved, median, parser, table
+from federated import audit
+from federated.config import RunConfig
+from federated.data import SyntheticSpec, generate_federation
+from federated.privacy import accounting
+from federated.privacy.ledger import LEDGER_FILE, Ledger
+from federated.privacy.policy import Policy, write_policy
+from federated.tasks import get_task
+
+warnings.filterwarnings("ignore", message="Secure RNG turned off")
+warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
+
+PARTS = ("ledger open+check", "spent+plan", "record", "audit")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A workspace whose ledger holds ``releases`` earlier releases using ``distinct`` (z, q) pairs."""
+
+    releases: int
+    distinct: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.releases} releases, {self.distinct} distinct (z, q)"
+
+
+def clear_rdp_memo() -> None:
+    """Empty the accountant's per-(z, q) memo, if it has one (as in a freshly started process)."""
+    memo = getattr(accounting, "_rdp_per_step", None)
+    if memo is not None:
+        memo.cache_clear()
+
+
+def prepare(template: Path, scenario: Scenario, settings: DPSGDSettings, num_samples: int) -> Path:
+    """A copy of ``template`` whose ledger and audit log hold the scenario's earlier releases."""
+    folder = template.parent / f"{template.name}-{scenario.releases}-{scenario.distinct}"
+    shutil.copytree(template, folder)
+    rate = poisson_rate(num_samples, settings.expected_batch_size)
+    log = audit.AuditLog(folder / audit.AUDIT_FILE)
+    with Ledger(folder / LEDGER_FILE) as ledger:
+        for i in range(scenario.releases):
+            q = rate * (1 + (i % scenario.distinct) * 1e-3) if scenario.distinct else rate
+            ledger.record("earlier", i, settings.noise_multiplier, q, settings.local_steps, 1e-5)
+            log.append("consent", run_id="earlier", round=str(i), consent=True)
+            log.append("release", run_id="earlier", round=i, steps=settings.local_steps)
+    return folder
+
+
+def bookkeeping(folder: Path, work: Path, config: RunConfig, settings: DPSGDSettings, num_samples: int,
+                cold: bool) -> dict[str, float]:
+    """One round's privacy bookkeeping on a fresh copy of ``folder``; seconds per part."""
+    if work.exists():
+        shutil.rmtree(work)
+    shutil.copytree(folder, work)
+    node = WorkspaceNode(work)
+    policy = node.consent(config).policy
+    assert policy is not None
+    if cold:
+        clear_rdp_memo()
+    else:  # what the process computed in earlier rounds: the history's curves and this round's
+        with node.open_ledger() as ledger:
+            plan_round(settings, policy, ledger, num_samples)
+    parts = dict.fromkeys(PARTS, 0.0)
+
+    def clock(part: str, fn: Callable[[], object]) -> object:
+        start = time.perf_counter()
+        result = fn()
+        parts[part] += time.perf_counter() - start
+        return result
+
+    ledger = clock("ledger open+check", node.open_ledger)
+    clock("spent+plan", lambda: (ledger.spent(policy.delta), plan_round(settings, policy, ledger, num_samples)))
+    ledger.close()
+    clock("audit", lambda: node.audit().append("consent", run_id="bench", round="1", consent=True))
+    ledger = clock("ledger open+check", node.open_ledger)
+    plan = clock("spent+plan", lambda: plan_round(settings, policy, ledger, num_samples))
+    clock("record", lambda: ledger.record("bench", 1, settings.noise_multiplier, plan.sample_rate,
+                                          settings.local_steps, policy.delta))
+    ledger.close()
+    clock("audit", lambda: node.audit().append("release", run_id="bench", round=1, steps=settings.local_steps))
+    return parts
+
+
+def main() -> None:
+    p = parser(__doc__.split("\n\n")[0], repeats=5)
+    p.add_argument("--releases", type=int, nargs="+", default=[0, 10, 100],
+                   help="earlier releases in the ledger, one scenario each (default: %(default)s)")
+    p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps of the round (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="expected Poisson batch size (default: %(default)s)")
+    args = p.parse_args()
+    apply_threads(args.threads)
+
+    work = Path(tempfile.mkdtemp(prefix="optin-bench-"))
+    template = generate_federation(work / "ws", SyntheticSpec(num_workspaces=1, seed=args.seed, min_messages=500,
+                                                              max_messages=500))[0]
+    write_policy(template, Policy(consent=True, max_epsilon=1e9))
+    config = RunConfig(local_steps=args.local_steps, batch_size=args.batch_size, seed=args.seed)
+    settings = DPSGDSettings(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
+                             expected_batch_size=config.batch_size, local_steps=config.local_steps, lr=config.lr)
+    task = get_task(config.task, config.seq_len)
+    policy = WorkspaceNode(template).consent(config).policy
+    assert policy is not None
+    data = WorkspaceNode(template).training_samples(task, config, policy)
+    scenarios = [Scenario(r, 1 if r else 0) for r in args.releases]
+    if max(args.releases) > 1:
+        scenarios.append(Scenario(max(args.releases), max(args.releases)))
+    folders = {s: prepare(template, s, settings, len(data)) for s in scenarios}
+    print(header("Privacy bookkeeping per round vs the round's compute",
+                 f"one workspace, {len(data)} training samples, {args.local_steps} DP-SGD steps at expected batch "
+                 f"{args.batch_size}; ledger with SQLite synchronous=FULL, audit appends fsync-ed"))
+
+    results: dict[tuple[Scenario, bool], list[dict[str, float]]] = {(s, c): [] for s in scenarios for c in (False, True)}
+    compute: list[float] = []
+
+    def compute_side() -> float:
+        start = time.perf_counter()
+        train_dp_sgd(task, task.build_model(config.seed), data, settings, [], torch.Generator().manual_seed(1))
+        compute.append(time.perf_counter() - start)
+        return compute[-1]
+
+    def bookkeeping_side() -> float:
+        total = 0.0
+        for (scenario, cold), runs in results.items():
+            runs.append(bookkeeping(folders[scenario], work / "run", config, settings, len(data), cold))
+            total += sum(runs[-1].values())
+        return total
+
+    interleaved({"compute": compute_side, "bookkeeping": bookkeeping_side}, args.repeats)
+    rows = []
+    for (scenario, cold), runs in results.items():
+        totals = [sum(r.values()) for r in runs]
+        rows.append([scenario.label, "cold" if cold else "warm",
+                     *(median([r[part] for r in runs]) * 1000 for part in PARTS), median(totals) * 1000,
+                     f"{Paired(totals, compute).ratio:.2%}"])
+    print(f"compute: {median(compute):.2f} s per round (median)\n")
+    print(table(["ledger", "memo", *(f"{part} ms" for part in PARTS), "total ms", "total / compute"], rows))
+
+
+if __name__ == "__main__":
+    main()

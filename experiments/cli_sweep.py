@@ -1,0 +1,46 @@
+"""``optin sweep CONFIG``: a grid of target ε × seeds × DP modes × datasets, resumable, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from experiments.cli_common import console, fail
+from experiments.report import load_cells, summarize
+from experiments.sweep import load_and_run
+from federated.errors import OptinError
+
+
+def sweep(
+    config: Path = typer.Argument(..., help="Sweep file (TOML), e.g. experiments/configs/sweep_default.toml."),
+    results: Path = typer.Option(Path("results"), help="Folder under which the sweep's results folder is created."),
+    resume: Path | None = typer.Option(None, help="Finish this earlier results folder of the same sweep: finished "
+                                                  "cells are kept, the others run."),
+) -> None:
+    """Train every cell of the grid (target ε × seeds × DP modes × datasets) and write CSV, plots and a report.
+
+    Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
+    """
+    try:
+        outcome = load_and_run(config, results, resume, console)
+    except OptinError as exc:
+        fail(exc)
+    table = Table(title="Final held-out accuracy, mean ± sd over seeds. ε local: per message (max over "
+                        "workspaces); ε central: per workspace; ∞: no DP")
+    for column in ("dataset", "mode", "target ε", "seeds", "accuracy", "ε local", "ε central"):
+        table.add_column(column, justify="left" if column in ("dataset", "mode") else "right")
+    for g in summarize(load_cells(outcome.run_dir)):
+        table.add_row(g.dataset, g.dp_mode, _eps(g.target_epsilon), str(len(g.accuracies)),
+                      f"{g.mean:.4f} ± {g.spread:.4f}", _eps(g.epsilon_local),
+                      "-" if g.epsilon_central is None else _eps(g.epsilon_central))
+    console.print(table)
+    console.print(f"Ran {len(outcome.ran)} cell(s), kept {len(outcome.skipped)} finished one(s) in "
+                  f"{outcome.seconds:.0f} s.", highlight=False)
+    console.print(f"Results: {outcome.run_dir}  (report.md, results.csv, plots/, cells/*/metrics.json)",
+                  soft_wrap=True, highlight=False)
+
+
+def _eps(value: float) -> str:
+    return "∞" if value == float("inf") else f"{value:.3f}"

@@ -1,0 +1,288 @@
+"""Federated vs trained alone on the IRC workspaces: does joining the federation help a workspace?
+
+Builds the IRC workspaces (``federated.data.irc_corpus``: manifests only, no
+text copied) under the run folder, gives each consent, and runs Optin's
+ServerApp and ClientApp in process (``experiments.federation.run_federation``):
+
+1. federated: all workspaces together;
+2. alone: each workspace by itself, with the same ``RunConfig`` (rounds, local
+   DP-SGD steps, noise, clipping, seed).
+
+Each run has its own copy of the workspace folders, so one run's ledger
+(lifetime ε budget) never limits another. For every workspace the comparison
+reports held-out next-character accuracy of the initial model (round 0 of the
+federated run), of the federated model and of its alone model (last round),
+and means over workspaces (plain, and weighted by held-out messages).
+
+Results: ``results/<UTC time>-irc/`` with ``config.toml``, ``federated/metrics.json``,
+``alone/<workspace>/metrics.json``, ``comparison.json``, ``report.md``,
+``plots/federated.png`` and ``run.log``.
+
+Run: ``python -m experiments.irc_experiment --config experiments/configs/irc.toml``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import typer
+from flwr.app import Message
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from experiments.cli_common import console as cli_console
+from experiments.cli_common import fail
+from experiments.federation import run_federation
+from experiments.results import load_metrics, new_run_dir, plot_rounds, write_config
+from federated.config import RunConfig
+from federated.data import PARTITIONS, build_irc_workspaces, irc_corpus_dir, resolve_data_root
+from federated.errors import ConfigError, OptinError
+from federated.privacy.policy import Policy, write_policy
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "irc.toml"
+_EXPERIMENT_KEYS = {"max-lines": int, "max-epsilon": float, "workspaces": list}
+_RUNNER_KEYS = ("results-dir", "workspaces-root")
+
+
+@dataclass(frozen=True)
+class IrcExperiment:
+    """What to run: the shared run config, how much of each workspace, the budget each policy grants."""
+
+    run: RunConfig
+    max_lines: int | None = None
+    max_epsilon: float = Policy().max_epsilon
+    workspaces: tuple[str, ...] = ()
+    """Partition names to use (``federated.data.PARTITIONS``); empty: all."""
+
+    def __post_init__(self) -> None:
+        known = [p.name for p in PARTITIONS]
+        unknown = sorted(set(self.workspaces) - set(known))
+        if unknown:
+            raise ConfigError(f"workspaces: unknown {unknown}; expected names from {known}")
+        if self.max_lines is not None and self.max_lines < 1:
+            raise ConfigError(f"max-lines: expected a positive number of lines, got {self.max_lines}")
+        if not self.max_epsilon > 0:
+            raise ConfigError(f"max-epsilon: expected a value > 0, got {self.max_epsilon}")
+
+
+def load_experiment(path: Path) -> IrcExperiment:
+    """Read ``[experiment]`` and ``[run]`` (RunConfig keys) from a TOML file; unknown keys are errors."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot be read as TOML ({exc})") from None
+    unknown = sorted(set(raw) - {"experiment", "run"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown table(s) {unknown}; expected [experiment] and [run]")
+    section = raw.get("experiment", {})
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        kind = _EXPERIMENT_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(f"{path}: unknown key 'experiment.{key}'; expected one of {sorted(_EXPERIMENT_KEYS)}")
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise ConfigError(f"{path}: key 'experiment.{key}' expected {kind.__name__}, got {value!r}")
+        values[key.replace("-", "_")] = tuple(value) if kind is list else value
+    run = raw.get("run", {})
+    for key in _RUNNER_KEYS:
+        if key in run:
+            raise ConfigError(f"{path}: key 'run.{key}' is set by the runner; remove it")
+    try:
+        return IrcExperiment(run=RunConfig.from_mapping(run, source=f"{path} [run]"), **values)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class WorkspaceResult:
+    """Held-out next-char accuracy of one workspace under each model (``None``: not evaluated)."""
+
+    name: str
+    held_out: int
+    initial: float | None
+    federated: float | None
+    alone: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per-workspace results and their means over the workspaces that have all three numbers."""
+
+    run_dir: Path
+    workspaces: tuple[WorkspaceResult, ...]
+
+    def complete(self) -> list[WorkspaceResult]:
+        return [w for w in self.workspaces if None not in (w.initial, w.federated, w.alone)]
+
+    def mean(self, model: str, weighted: bool = False) -> float:
+        """Mean accuracy of ``model`` (``initial``, ``federated`` or ``alone``) over complete workspaces."""
+        rows = self.complete()
+        if not rows:
+            raise ValueError("no workspace has all three accuracies")
+        weights = [w.held_out if weighted else 1 for w in rows]
+        return sum(getattr(w, model) * k for w, k in zip(rows, weights)) / sum(weights)
+
+    def to_json(self) -> dict[str, Any]:
+        means = {f"{model}{'-weighted' if weighted else ''}": self.mean(model, weighted)
+                 for weighted in (False, True) for model in ("initial", "federated", "alone")}
+        return {"workspaces": [asdict(w) for w in self.workspaces], "means": means,
+                "federated-beats-alone": self.mean("federated") > self.mean("alone")}
+
+
+def run_irc_experiment(experiment: IrcExperiment, corpus: Path, results_root: Path,
+                       console: Console | None = None) -> Comparison:
+    """Run the federated and the alone runs, write every result under a new run folder; return the comparison."""
+    console = console or Console()
+    partitions = tuple(p for p in PARTITIONS if not experiment.workspaces or p.name in experiment.workspaces)
+    run_dir = new_run_dir(results_root, "irc")
+    write_config(run_dir, {**{f"experiment-{k.replace('_', '-')}": _toml_value(v)
+                              for k, v in asdict(experiment).items() if k != "run"},
+                           **experiment.run.to_mapping(), "corpus": str(corpus)})
+    _log_to_file(run_dir / "run.log")
+
+    def prepare(root: Path, only: Sequence[str] | None = None) -> list[Path]:
+        chosen = tuple(p for p in partitions if only is None or p.name in only)
+        folders = build_irc_workspaces(corpus, root, max_lines=experiment.max_lines, partitions=chosen)
+        for folder in folders:
+            write_policy(folder, Policy(consent=True, max_epsilon=experiment.max_epsilon))
+        return folders
+
+    federated_dir = run_dir / "federated"
+    folders = prepare(federated_dir / "workspaces")
+    names = [f.name for f in folders]
+    rounds = experiment.run.num_rounds
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("federated: initial model", total=(rounds + 1) * (1 + len(folders)))
+
+        def observe(message_type: str, group_id: str, replies: Sequence[Message]) -> None:
+            if message_type == "evaluate":
+                progress.advance(task)
+
+        config = replace(experiment.run, results_dir=str(federated_dir))
+        progress.update(task, description=f"federated: {len(folders)} workspaces")
+        served = run_federation(folders, config, observe)
+        federated = load_metrics(federated_dir)
+        alone: dict[str, dict[str, Any]] = {}
+        for name in names:
+            progress.update(task, description=f"alone: {name}")
+            alone_dir = run_dir / "alone" / name
+            (only,) = prepare(alone_dir / "workspaces", [name])
+            run_federation([only], replace(experiment.run, results_dir=str(alone_dir)), observe)
+            alone[name] = load_metrics(alone_dir)
+    plot_rounds(federated, run_dir / "plots" / "federated.png")
+    comparison = _compare(run_dir, federated, {str(k): v.name for k, v in served.items()}, alone)
+    (run_dir / "comparison.json").write_text(json.dumps(comparison.to_json(), indent=2) + "\n", encoding="utf-8")
+    (run_dir / "report.md").write_text(_report(comparison, experiment), encoding="utf-8")
+    return comparison
+
+
+def print_comparison(comparison: Comparison, console: Console) -> None:
+    """The per-workspace table with the means, and where the results are."""
+    table = Table(title="Held-out next-character accuracy per workspace")
+    table.add_column("workspace", overflow="fold")
+    for column in ("held-out msgs", "initial", "alone", "federated"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for w in comparison.workspaces:
+        table.add_row(w.name, f"{w.held_out:,}", _fmt(w.initial), _fmt(w.alone), _fmt(w.federated))
+    table.add_section()
+    for weighted, label in ((False, "mean"), (True, "weighted mean")):
+        table.add_row(label, "", *(_fmt(comparison.mean(m, weighted)) for m in ("initial", "alone", "federated")))
+    console.print(table)
+    console.print(f"Results: {comparison.run_dir}  (comparison.json, report.md, federated/, alone/, run.log)")
+
+
+def _compare(run_dir: Path, federated: dict[str, Any], names: dict[str, str],
+             alone: dict[str, dict[str, Any]]) -> Comparison:
+    first, last = federated["rounds"][0]["evaluated"], federated["rounds"][-1]["evaluated"]
+    rows = []
+    for node_id, name in sorted(names.items(), key=lambda kv: kv[1]):
+        own = alone[name]["rounds"][-1]["evaluated"]
+        alone_metrics = next(iter(own.values()), {})
+        rows.append(WorkspaceResult(
+            name=name,
+            held_out=int(first.get(node_id, {}).get("num-examples", 0)),
+            initial=first.get(node_id, {}).get("eval-accuracy"),
+            federated=last.get(node_id, {}).get("eval-accuracy"),
+            alone=alone_metrics.get("eval-accuracy"),
+        ))
+    return Comparison(run_dir, tuple(rows))
+
+
+def _report(comparison: Comparison, experiment: IrcExperiment) -> str:
+    run = experiment.run
+    lines = [
+        "# IRC workspaces: federated vs trained alone",
+        "",
+        (f"{len(comparison.workspaces)} workspaces, {run.num_rounds} rounds x {run.local_steps} DP-SGD steps "
+         f"(batch {run.batch_size}, lr {run.lr}, noise multiplier {run.noise_multiplier}, "
+         f"clip {run.max_grad_norm}), max lines per workspace: {experiment.max_lines or 'all'}."),
+        "",
+        "| workspace | held-out msgs | initial | alone | federated |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for w in comparison.workspaces:
+        lines.append(f"| {w.name} | {w.held_out} | {_fmt(w.initial)} | {_fmt(w.alone)} | {_fmt(w.federated)} |")
+    for weighted, label in ((False, "mean"), (True, "weighted mean")):
+        values = " | ".join(_fmt(comparison.mean(m, weighted)) for m in ("initial", "alone", "federated"))
+        lines.append(f"| **{label}** | | {values} |")
+    return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _toml_value(value: Any) -> int | float | str:
+    if value is None:
+        return "all"
+    return ",".join(value) if isinstance(value, tuple) else value
+
+
+def _log_to_file(path: Path) -> None:
+    """Send Optin's and Flower's logs to the run's log file instead of the terminal."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("optin", "flwr"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)
+                           or isinstance(h, logging.FileHandler)]
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def main(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Experiment TOML: an experiment table and a run table (RunConfig keys)."),
+    data: Path | None = typer.Option(None, "--data", help="Data root holding irc-disentanglement/ "
+                                     "(default: $OPTIN_DATA, else ../shared/data next to the repo)."),
+    results: Path = typer.Option(Path("results"), "--results", help="Folder under which the run folder is created."),
+) -> None:
+    """Train the IRC workspaces federated and each alone; print held-out accuracy per workspace.
+
+    Example: python -m experiments.irc_experiment --config experiments/configs/irc.toml
+    """
+    try:
+        experiment = load_experiment(config)
+        comparison = run_irc_experiment(experiment, irc_corpus_dir(resolve_data_root(data)), results, cli_console)
+    except OptinError as exc:
+        fail(exc)
+    print_comparison(comparison, cli_console)
+
+
+if __name__ == "__main__":
+    app()

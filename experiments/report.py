@@ -1,0 +1,298 @@
+"""A sweep's results: the aggregated CSV, the plots and the Markdown report, from the cells' ``metrics.json``.
+
+Each number in the report says which mechanism produced it, under which neighbouring relation and
+which accountant: local DP-SGD ε is message-level (add/remove one message of one workspace,
+Poisson sampling, amplification claimed), central DP-FedAvg ε is workspace-level (one workspace's
+update zeroed, every consenting node in every round, *no* amplification claimed). No DP is
+reported as ε = ∞, never as a number. Accuracy is the global model's next-character accuracy on
+the held-out splits of the consenting workspaces after the last round; the spread is over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+CELL_METRICS = "metrics.json"
+CSV_FILE = "results.csv"
+REPORT_FILE = "report.md"
+EPSILON_PLOT = "plots/accuracy_vs_epsilon.png"
+ROUNDS_PLOT = "plots/accuracy_vs_round.png"
+CSV_COLUMNS = ("cell", "dataset", "dp_mode", "target_epsilon", "seed", "accountant", "delta", "epsilon_local",
+               "epsilon_central", "local_noise_min", "local_noise_max", "central_noise_multiplier", "rounds",
+               "initial_accuracy", "final_accuracy", "final_loss", "seconds", "run_mode")
+
+MECHANISMS = {
+    "none": ("No DP: each node runs the same DP-SGD code with noise multiplier 0 (per-example clipping only), "
+             "the server plain FedAvg. ε = ∞."),
+    "local": ("Local DP-SGD on each workspace (Opacus): per-message gradients clipped to `max-grad-norm`, Gaussian "
+              "noise of std z·C per step, z calibrated per workspace to the target for its Poisson rate "
+              "q = 1/ceil(N/batch-size) and T = rounds × local steps. Neighbouring relation: add/remove one message "
+              "of one workspace. Sampling: Poisson over messages, so amplification by sampling is claimed. "
+              "ε: the sweep's accountant over the node's ledger history (the node itself accounts with RDP). "
+              "Server: FedAvg weighted by training-set size, no central noise."),
+    "central": ("Central workspace-level DP-FedAvg (Flower's server-side fixed-clipping wrapper): each update clipped "
+                "to C, equal-weight average over the m updates of the round, Gaussian noise of std z·C/m per "
+                "coordinate. Neighbouring relation: one workspace (its update replaced by zero). Sampling: every "
+                "consenting node in every round (a fixed cohort) — not Poisson, so no amplification: accounted at "
+                "sampling rate 1 over the rounds with a release. Nodes add no local noise (local ε = ∞). The server "
+                "is trusted: it sees every update before noise."),
+    "both": ("Both mechanisms, each calibrated to the target on its own relation: local DP-SGD (message-level, "
+             "Poisson, amplification claimed) and central DP-FedAvg (workspace-level, no amplification). The two "
+             "ε are different guarantees and are reported separately, not added."),
+}
+
+
+@dataclass(frozen=True)
+class Group:
+    """The seeds of one (dataset, DP mode, target ε): final accuracy and ε over seeds."""
+
+    dataset: str
+    dp_mode: str
+    target_epsilon: float
+    accuracies: tuple[float, ...]
+    epsilon_local: float
+    epsilon_central: float | None
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def spread(self) -> float:
+        """Sample standard deviation over seeds (0 with one seed)."""
+        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+
+def load_cells(run_dir: Path) -> list[dict[str, Any]]:
+    """Every finished cell's metrics (``cells/*/metrics.json``) in grid order; ε strings become floats."""
+    cells = [_floats(json.loads(p.read_text(encoding="utf-8"))) for p in (run_dir / "cells").glob(f"*/{CELL_METRICS}")]
+    order = list(MECHANISMS)
+    return sorted(cells, key=lambda c: (c["cell"]["dataset"], order.index(c["cell"]["dp_mode"]),
+                                        -c["cell"]["target_epsilon"], c["cell"]["seed"]))
+
+
+def write_report(run_dir: Path, title: str, sweep_file: str) -> list[Path]:
+    """Write ``results.csv``, both plots and ``report.md`` for the finished cells under ``run_dir``."""
+    cells = load_cells(run_dir)
+    groups = summarize(cells)
+    paths = [write_csv(cells, run_dir / CSV_FILE), plot_accuracy_vs_epsilon(groups, run_dir / EPSILON_PLOT),
+             plot_accuracy_vs_round(cells, run_dir / ROUNDS_PLOT)]
+    report = run_dir / REPORT_FILE
+    report.write_text(render_markdown(title, sweep_file, cells, groups), encoding="utf-8")
+    return [*paths, report]
+
+
+def csv_row(cell: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row; ε = ∞ is written ``inf``."""
+    noises = [w["noise_multiplier"] for w in cell["workspaces"]]
+    central = cell["central"]
+    rounds = cell["rounds"]
+    return {
+        "cell": cell["cell"]["id"], "dataset": cell["cell"]["dataset"], "dp_mode": cell["cell"]["dp_mode"],
+        "target_epsilon": _text(cell["cell"]["target_epsilon"]), "seed": cell["cell"]["seed"],
+        "accountant": cell["sweep"]["accountant"], "delta": cell["sweep"]["delta"],
+        "epsilon_local": _text(cell["epsilon"]["local"]),
+        "epsilon_central": "" if central is None else _text(cell["epsilon"]["central"]),
+        "local_noise_min": min(noises), "local_noise_max": max(noises),
+        "central_noise_multiplier": "" if central is None else central["noise_multiplier"],
+        "rounds": len(rounds) - 1, "initial_accuracy": rounds[0]["eval_accuracy"],
+        "final_accuracy": rounds[-1]["eval_accuracy"], "final_loss": rounds[-1]["eval_loss"],
+        "seconds": round(cell["seconds"], 2), "run_mode": cell["sweep"]["run_mode"],
+    }
+
+
+def write_csv(cells: list[dict[str, Any]], path: Path) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows(csv_row(c) for c in cells)
+    return path
+
+
+def summarize(cells: list[dict[str, Any]]) -> list[Group]:
+    """Cells grouped over seeds, ordered by dataset, DP mode (none first) and target ε (large to small)."""
+    keyed: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for cell in cells:
+        c = cell["cell"]
+        keyed.setdefault((c["dataset"], c["dp_mode"], c["target_epsilon"]), []).append(cell)
+    order = list(MECHANISMS)
+    groups = []
+    for (dataset, mode, target), members in sorted(keyed.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]),
+                                                                                 -kv[0][2])):
+        central = [m["epsilon"]["central"] for m in members if m["central"] is not None]
+        groups.append(Group(dataset, mode, target, tuple(m["rounds"][-1]["eval_accuracy"] for m in members),
+                            max(m["epsilon"]["local"] for m in members), max(central) if central else None))
+    return groups
+
+
+def ordering(groups: list[Group]) -> list[tuple[Group, Group, bool]]:
+    """Per dataset and mode, each step down in ε (no DP first): does accuracy not rise beyond the seed spread?
+
+    ``(larger-ε group, smaller-ε group, holds)``; it holds when
+    ``mean(larger) >= mean(smaller) - (spread(larger) + spread(smaller))``.
+    """
+    checks = []
+    for dataset in sorted({g.dataset for g in groups}):
+        baseline = [g for g in groups if g.dataset == dataset and g.dp_mode == "none"]
+        for mode in ("local", "central", "both"):
+            chain = baseline + [g for g in groups if g.dataset == dataset and g.dp_mode == mode]
+            if len(chain) == len(baseline):
+                continue
+            for high, low in zip(chain, chain[1:]):
+                checks.append((high, low, high.mean >= low.mean - (high.spread + low.spread)))
+    return checks
+
+
+def plot_accuracy_vs_epsilon(groups: list[Group], path: Path) -> Path:
+    """Final accuracy against target ε (log axis; no DP drawn at the right as ∞), mean and seed spread."""
+    datasets = sorted({g.dataset for g in groups})
+    finite = sorted({g.target_epsilon for g in groups if math.isfinite(g.target_epsilon)})
+    infinity_x = max(finite) * 2.5 if finite else 1.0
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for mode, style in (("local", "o-"), ("central", "s-"), ("both", "^-")):
+            line = [g for g in groups if g.dataset == dataset and g.dp_mode == mode]
+            if line:
+                ax.errorbar([g.target_epsilon for g in line], [g.mean for g in line],
+                            yerr=[g.spread for g in line], fmt=style, capsize=3, label=f"{mode} DP")
+        for g in (g for g in groups if g.dataset == dataset and g.dp_mode == "none"):
+            ax.errorbar([infinity_x], [g.mean], yerr=[g.spread], fmt="k*", markersize=10, capsize=3,
+                        label="no DP (ε = ∞)")
+            ax.axhline(g.mean, color="k", linestyle=":", linewidth=0.8)
+        ticks = [*finite, infinity_x] if any(g.dp_mode == "none" for g in groups) else finite
+        ax.set_xscale("log")
+        ax.set_xticks(ticks, [*(format(e, "g") for e in finite), "∞"][:len(ticks)])
+        ax.minorticks_off()
+        ax.set(xlabel="target ε (δ fixed; local: per message, central: per workspace)",
+               ylabel="held-out next-char accuracy", title=f"{dataset}: accuracy vs ε (mean ± sd over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_accuracy_vs_round(cells: list[dict[str, Any]], path: Path) -> Path:
+    """Held-out accuracy per round for each (DP mode, target ε): mean over seeds, band = min..max."""
+    datasets = sorted({c["cell"]["dataset"] for c in cells})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        for group in summarize([c for c in cells if c["cell"]["dataset"] == dataset]):
+            runs = [c for c in cells if (c["cell"]["dataset"], c["cell"]["dp_mode"], c["cell"]["target_epsilon"])
+                    == (dataset, group.dp_mode, group.target_epsilon)]
+            rounds = [r["round"] for r in runs[0]["rounds"]]
+            series = [[r["eval_accuracy"] for r in c["rounds"]] for c in runs]
+            per_round = list(zip(*series))
+            label = "no DP" if group.dp_mode == "none" else f"{group.dp_mode}, ε={format(group.target_epsilon, 'g')}"
+            ax.plot(rounds, [statistics.fmean(v) for v in per_round], marker="o", label=label)
+            ax.fill_between(rounds, [min(v) for v in per_round], [max(v) for v in per_round], alpha=0.15)
+        ax.set(xlabel="round (0: initial model)", ylabel="held-out next-char accuracy",
+               title=f"{dataset}: accuracy per round (band: min..max over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], groups: list[Group]) -> str:
+    """The report: results per group, the ordering check, each mechanism, and every cell with its mechanism."""
+    first = cells[0]["sweep"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Sweep file: `{sweep_file}`. {len(cells)} cells; run mode `{first['run_mode']}`; accountant "
+        f"`{first['accountant']}` (calibration and the ε below); δ = {first['delta']:g} for every ε. Cells ran for "
+        f"{sum(c['seconds'] for c in cells):.0f} s in all (sum of the cells' wall times).",
+        "",
+        "Accuracy: next-character accuracy of the global model on the held-out splits of all (consenting) "
+        "workspaces after the last round, mean ± sample sd over seeds.",
+        "",
+        "## Results",
+        "",
+        f"| dataset | DP mode | target ε | seeds | accuracy | ε local: add/remove one message, Poisson, "
+        f"{first['accountant']} (max over workspaces) | ε central: one workspace, no amplification, "
+        f"{first['accountant']} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for g in groups:
+        lines.append(f"| {g.dataset} | {g.dp_mode} | {_eps(g.target_epsilon)} | {len(g.accuracies)} | "
+                     f"{g.mean:.4f} ± {g.spread:.4f} | {_eps(g.epsilon_local)} | "
+                     f"{'—' if g.epsilon_central is None else _eps(g.epsilon_central)} |")
+    lines += ["", "## Utility ordering (no DP first, then decreasing ε; tolerance: the two groups' sd added)", ""]
+    for high, low, holds in ordering(groups):
+        lines.append(f"- {high.dataset}, {low.dp_mode}: ε={_eps(high.target_epsilon)} ({high.mean:.4f}) ≥ "
+                     f"ε={_eps(low.target_epsilon)} ({low.mean:.4f}): {'holds' if holds else 'does NOT hold'}")
+    lines += ["", "## Mechanisms, neighbouring relations, accountants", ""]
+    for mode in MECHANISMS:
+        if any(c["cell"]["dp_mode"] == mode for c in cells):
+            lines.append(f"- **{mode}**: {MECHANISMS[mode]}")
+    lines += [
+        "",
+        "Assumptions every ε depends on: noise and sampling come from seeded generators (repeatable runs, not a "
+        "defence against floating-point attacks); the training loss and the evaluation metrics the nodes report are "
+        "outside every guarantee; each cell's workspaces are fresh copies with their own ledgers, so each ε is that "
+        "cell's alone.",
+        "",
+        "## Cells",
+        "",
+        "| cell | mechanism | local: z (min..max), q (min..max), steps | central: z, C, releases | ε local | "
+        "ε central | accuracy | s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        lines.append(_cell_row(cell))
+    lines += ["", "## Plots", "", f"![accuracy vs ε]({EPSILON_PLOT})", "", f"![accuracy vs round]({ROUNDS_PLOT})",
+              ""]
+    return "\n".join(lines)
+
+
+def _cell_row(cell: dict[str, Any]) -> str:
+    c, ws, central = cell["cell"], cell["workspaces"], cell["central"]
+    noises = [w["noise_multiplier"] for w in ws]
+    rates = [w["sample_rate"] for w in ws]
+    steps = sorted({w["steps_run"] for w in ws})
+    local = (f"z {min(noises):.3f}..{max(noises):.3f}, q {min(rates):.4f}..{max(rates):.4f}, "
+             f"steps {'/'.join(map(str, steps))}")
+    mechanism = {"none": "no DP", "local": "DP-SGD, Poisson (amplified), per message",
+                 "central": "DP-FedAvg, fixed cohort (q = 1), per workspace",
+                 "both": "DP-SGD per message + DP-FedAvg per workspace"}[c["dp_mode"]]
+    central_text = "—" if central is None else (f"z {central['noise_multiplier']:.3f}, C {central['clipping_norm']:g}, "
+                                                f"{central['releases']}")
+    central_eps = "—" if central is None else _eps(cell["epsilon"]["central"])
+    return (f"| {c['id']} | {mechanism} | {local} | {central_text} | {_eps(cell['epsilon']['local'])} | "
+            f"{central_eps} | {cell['rounds'][-1]['eval_accuracy']:.4f} | {cell['seconds']:.0f} |")
+
+
+def _eps(value: float) -> str:
+    return "∞" if math.isinf(value) else f"{value:.3f}"
+
+
+def _text(value: float) -> str | float:
+    return "inf" if math.isinf(value) else value
+
+
+def _floats(value: Any) -> Any:
+    """JSON has no ∞: the cells write ``"inf"``; read it back as a float."""
+    if value == "inf":
+        return math.inf
+    if isinstance(value, dict):
+        return {k: _floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_floats(v) for v in value]
+    return value
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,209 @@
+"""``optin sweep``: run a grid of privacy budgets × seeds × DP modes × datasets, resumably, and report it.
+
+Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
+
+- ``sweep.toml``: the sweep file as given (a resumed sweep must be given the same one);
+- ``datasets/<name>/``: each dataset's workspaces (data only), copied fresh into every cell;
+- ``cells/<cell>/``: ``workspaces/`` (that cell's policies, ledgers, audit logs), ``run/`` (the server's
+  ``metrics.json`` and audit log), and ``metrics.json``: the cell's summary, written last and atomically;
+- ``results.csv``, ``plots/accuracy_vs_epsilon.png``, ``plots/accuracy_vs_round.png``, ``report.md``;
+- ``sweep.log``: Optin's and Flower's logs.
+
+Resumability: a cell whose ``metrics.json`` exists is finished and never rerun; any other cell
+(never started, or interrupted) is prepared from scratch (fresh workspaces and ledgers) and run.
+Every pending cell is prepared (data, calibration, policies, δ < 1/N) before the first one trains,
+so a configuration problem stops the sweep before any training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import tomllib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Message
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from experiments.federation import run_federation
+from experiments.flower_sim import run_flower_simulation
+from experiments.report import CELL_METRICS, write_report
+from experiments.results import load_metrics, new_run_dir, write_config
+from experiments.sweep_cells import CellPlan, build_dataset, prepare_cell
+from experiments.sweep_config import SweepConfig, load_sweep
+from federated.errors import ConfigError
+from federated.inprocess import Observer
+from federated.privacy.accounting import epsilon
+from federated.privacy.ledger import LEDGER_FILE, Ledger
+
+log = logging.getLogger("optin.sweep")
+
+SWEEP_FILE = "sweep.toml"
+LOG_FILE = "sweep.log"
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """Where the results are, which cells this invocation ran and which it found finished."""
+
+    run_dir: Path
+    ran: tuple[str, ...]
+    skipped: tuple[str, ...]
+    seconds: float
+    report: list[Path]
+
+
+def open_run_dir(sweep: SweepConfig, results_root: Path, resume: Path | None) -> Path:
+    """A new ``results_root/<time>-sweep-<name>`` holding a copy of the sweep file, or ``resume`` checked against it."""
+    text = sweep.source.read_text(encoding="utf-8")
+    if resume is None:
+        run_dir = new_run_dir(results_root, f"sweep-{sweep.name}")
+        (run_dir / SWEEP_FILE).write_text(text, encoding="utf-8")
+        return run_dir
+    stored = resume / SWEEP_FILE
+    if not stored.is_file():
+        raise ConfigError(f"--resume {resume}: expected a sweep results folder holding {SWEEP_FILE}, found none")
+    if tomllib.loads(stored.read_text(encoding="utf-8")) != tomllib.loads(text):
+        raise ConfigError(f"--resume {resume}: its {SWEEP_FILE} differs from {sweep.source}; expected the same sweep "
+                          f"(start a new sweep instead)")
+    return resume
+
+
+def run_sweep(sweep: SweepConfig, run_dir: Path, console: Console | None = None) -> SweepOutcome:
+    """Run every unfinished cell of ``sweep`` under ``run_dir`` with a progress display, then write the report."""
+    started = time.monotonic()
+    console = console or Console()
+    cells = sweep.cells()
+    finished = tuple(c.id for c in cells if (run_dir / "cells" / c.id / CELL_METRICS).is_file())
+    pending = [c for c in cells if c.id not in finished]
+    with _log_to(run_dir / LOG_FILE):
+        datasets = {name: build_dataset(sweep.dataset(name), run_dir / "datasets" / name)
+                    for name in dict.fromkeys(c.dataset for c in pending)}
+        plans = [prepare_cell(sweep, c, datasets[c.dataset], run_dir / "cells" / c.id) for c in pending]
+        log.info("sweep %s: %d cell(s) to run, %d already finished", sweep.name, len(plans), len(finished))
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console) as progress:
+            task = progress.add_task(f"sweep {sweep.name}", total=len(cells), completed=len(finished))
+            for plan in plans:
+                def observe(message_type: str, group_id: str, replies: Sequence[Message], cell: str = plan.cell.id
+                            ) -> None:
+                    progress.update(task, description=f"{cell}: round {group_id} {message_type}")
+
+                progress.update(task, description=f"{plan.cell.id}: starting")
+                run_cell(plan, sweep, observe)
+                progress.advance(task)
+            progress.update(task, description=f"sweep {sweep.name}: done")
+        report = write_report(run_dir, f"Sweep {sweep.name!r}: accuracy vs privacy budget", str(sweep.source))
+    return SweepOutcome(run_dir, tuple(p.cell.id for p in plans), finished, time.monotonic() - started, report)
+
+
+def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = None) -> Path:
+    """Run one prepared cell with the sweep's run mode; write and return its ``metrics.json``."""
+    write_config(plan.folder, plan.run_config.to_mapping())
+    started = time.monotonic()
+    if sweep.run_mode == "inprocess":
+        run_federation([w.folder for w in plan.workspaces], plan.run_config, observer)
+    else:
+        run_flower_simulation(plan.run_config)
+    summary = cell_summary(plan, sweep, load_metrics(Path(plan.run_config.results_dir)),
+                           time.monotonic() - started)
+    path = plan.folder / CELL_METRICS
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
+    tmp.replace(path)
+    log.info("cell %s finished in %.1f s: accuracy %.4f", plan.cell.id, summary["seconds"],
+             summary["rounds"][-1]["eval_accuracy"])
+    return path
+
+
+def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """What the cell ran and gave: each workspace's mechanism and ε from its ledger, central DP, rounds."""
+    delta, accountant = sweep.delta, sweep.accountant
+    workspaces = []
+    for w in plan.workspaces:
+        path = w.folder / LEDGER_FILE
+        releases = []
+        if path.exists():
+            with Ledger(path) as ledger:
+                releases = ledger.releases()
+        history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in releases]
+        workspaces.append({
+            "name": w.name, "num_samples": w.num_samples, "sample_rate": w.sample_rate, "steps_planned": w.steps,
+            "noise_multiplier": w.policy.noise_multiplier, "policy_max_epsilon": w.policy.max_epsilon,
+            "epsilon_calibrated": w.local.epsilon if w.local else math.inf,
+            "releases": len(releases), "steps_run": sum(r.steps for r in releases),
+            "epsilon_ledger_rdp": releases[-1].epsilon_total if releases else 0.0,
+            "epsilon": epsilon(history, delta, accountant),
+        })
+    central = None
+    rounds = server["rounds"]
+    if plan.central is not None:
+        released = [r["metrics"] for r in rounds if "central-releases" in r["metrics"]]
+        count = int(released[-1]["central-releases"]) if released else 0
+        central = {"noise_multiplier": plan.central.noise_multiplier, "clipping_norm": sweep.central_clipping_norm,
+                   "releases": count, "cohorts": [int(m["central-cohort"]) for m in released],
+                   "epsilon_calibrated": plan.central.epsilon,
+                   "epsilon_server_rdp": released[-1]["central-epsilon"] if released else 0.0,
+                   "epsilon": epsilon([(plan.central.noise_multiplier, 1.0, count)], delta, accountant) if count
+                   else 0.0}
+    return {
+        "cell": {"id": plan.cell.id, "dataset": plan.cell.dataset, "dp_mode": plan.cell.dp_mode,
+                 "target_epsilon": plan.cell.target_epsilon, "seed": plan.cell.seed},
+        "sweep": {"name": sweep.name, "accountant": accountant, "delta": delta, "run_mode": sweep.run_mode},
+        "run_config": plan.run_config.to_mapping(),
+        "workspaces": workspaces,
+        "central": central,
+        "epsilon": {"local": max(w["epsilon"] for w in workspaces),
+                    "central": None if central is None else central["epsilon"]},
+        "rounds": [{"round": r["round"], "eval_accuracy": r["metrics"].get("eval-accuracy"),
+                    "eval_loss": r["metrics"].get("eval-loss"), "train_loss": r["metrics"].get("train-loss"),
+                    "trained": len(r["trained"])} for r in rounds],
+        "seconds": seconds,
+    }
+
+
+def load_and_run(config: Path, results_root: Path, resume: Path | None,
+                 console: Console | None = None) -> SweepOutcome:
+    """Read the sweep file, open (or resume) its results folder and run it."""
+    sweep = load_sweep(config)
+    return run_sweep(sweep, open_run_dir(sweep, results_root, resume), console)
+
+
+@contextmanager
+def _log_to(path: Path) -> Iterator[None]:
+    """Send Optin's and Flower's logs to ``path`` instead of the terminal while the sweep runs."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    saved: list[tuple[logging.Logger, list[logging.Handler], int, bool]] = []
+    for name in ("optin", "flwr"):
+        logger = logging.getLogger(name)
+        saved.append((logger, list(logger.handlers), logger.level, logger.propagate))
+        logger.handlers = [handler]
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
+        handler.close()
+
+
+def _json_safe(value: Any) -> Any:
+    """JSON has no ∞: write it as ``"inf"`` (``experiments.report`` reads it back)."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf"
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
+

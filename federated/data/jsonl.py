@@ -1,0 +1,137 @@
+"""Read a workspace from JSON Lines files: one message object per line.
+
+Layout: every ``*.jsonl`` file directly in the data folder, in name order.
+Each non-blank line is an object with::
+
+    {"ts": ..., "user": "alice", "channel": "general", "text": "hello", "thread_ts": ...}
+
+``ts`` (and the optional ``thread_ts``) is a Slack timestamp string
+(``"1700000000.000100"``), a number of seconds since the epoch, or an ISO 8601
+date-time string (UTC when it has no offset); it is stored as a Slack
+timestamp string with microseconds. ``user``, ``channel`` and ``text`` are
+strings. Other keys are ignored. Blank lines (``"blank_line"``) and messages
+with blank text (``"empty_text"``) are counted as skipped; a line that is not
+such an object is a ``DataError`` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from federated.data.irc import read_log_lines
+from federated.data.records import ChatMessage, Workspace
+from federated.data.source import SourceData, Tally
+from federated.errors import DataError
+
+log = logging.getLogger("optin.data.jsonl")
+
+_REQUIRED = ("ts", "user", "channel", "text")
+_MICRO = Decimal("0.000001")
+
+
+def jsonl_files(path: Path) -> list[Path]:
+    """The ``*.jsonl`` files directly in ``path``, in name order."""
+    return sorted(p for p in Path(path).glob("*.jsonl") if p.is_file())
+
+
+def read_jsonl(path: Path, *, name: str | None = None, skip_bad_files: bool = False) -> SourceData:
+    """Load the ``*.jsonl`` files in ``path``: the workspace (with its report) and every user name in them.
+
+    Messages are ordered by (channel, ts); ``members`` are the users and
+    ``channels`` the channels in order of first appearance. With
+    ``skip_bad_files`` a file with a bad line is skipped whole and listed.
+    """
+    path = Path(path)
+    tally = Tally("jsonl")
+    messages: list[ChatMessage] = []
+    names: set[str] = set()
+    for file in jsonl_files(path):
+        try:
+            file_messages, file_names = _read_file(file, tally)
+        except DataError as exc:
+            if not skip_bad_files:
+                raise
+            tally.skip_file(file, str(exc))
+            continue
+        messages.extend(file_messages)
+        names |= file_names
+    members = tuple(dict.fromkeys(m.user for m in messages))
+    channels = tuple(dict.fromkeys(m.channel for m in messages))
+    messages.sort(key=ChatMessage.sort_key)
+    workspace = Workspace(name=name if name is not None else path.name, members=members, channels=channels,
+                          messages=tuple(messages), report=tally.report(len(messages)))
+    return SourceData(workspace, frozenset(names))
+
+
+def _read_file(file: Path, tally: Tally) -> tuple[list[ChatMessage], set[str]]:
+    """All messages of one file and every user in it; skips are counted only when the whole file is good."""
+    messages: list[ChatMessage] = []
+    users: set[str] = set()
+    skipped = {"blank_line": 0, "empty_text": 0}
+    for number, line in enumerate(read_log_lines(file), start=1):
+        if not line.strip():
+            skipped["blank_line"] += 1
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{file}: line {number}: malformed JSON at column {exc.colno}: {exc.msg}") from None
+        message = _message(record, file, number)
+        users.add(record["user"])
+        if message is None:
+            skipped["empty_text"] += 1
+        else:
+            messages.append(message)
+    for reason, count in skipped.items():
+        if count:
+            tally.skip(reason, count)
+    return messages, users
+
+
+def _message(record: Any, file: Path, number: int) -> ChatMessage | None:
+    where = f"{file}: line {number}"
+    if not isinstance(record, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    for key in _REQUIRED:
+        if key not in record:
+            raise DataError(f"{where}: missing key {key!r} (expected keys {list(_REQUIRED)})")
+    for key in ("user", "channel", "text"):
+        if not isinstance(record[key], str):
+            raise DataError(f"{where}: key {key!r} expected a string, got {record[key]!r}")
+    if not record["user"] or not record["channel"]:
+        raise DataError(f"{where}: keys 'user' and 'channel' must not be empty")
+    if not record["text"].strip():
+        return None
+    thread_ts = record.get("thread_ts")
+    return ChatMessage(ts=_slack_ts(record["ts"], where, "ts"), user=record["user"], channel=record["channel"],
+                       text=record["text"],
+                       thread_ts=None if thread_ts is None else _slack_ts(thread_ts, where, "thread_ts"))
+
+
+def _slack_ts(value: Any, where: str, key: str) -> str:
+    """A Slack ``"<seconds>.<micros>"`` string from a Slack ts, epoch seconds or an ISO 8601 string."""
+    seconds: Decimal | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = Decimal(str(value))
+    elif isinstance(value, str):
+        try:
+            seconds = Decimal(value)
+        except InvalidOperation:
+            try:
+                moment = dt.datetime.fromisoformat(value)
+            except ValueError:
+                seconds = None
+            else:
+                if moment.tzinfo is None:
+                    moment = moment.replace(tzinfo=dt.timezone.utc)
+                delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+                seconds = Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) * _MICRO
+    if seconds is None or not seconds.is_finite() or seconds < 0:
+        raise DataError(f"{where}: key {key!r} expected a Slack timestamp, epoch seconds or an ISO 8601 "
+                        f"date-time, got {value!r}")
+    return f"{seconds.quantize(_MICRO):f}"

@@ -1,0 +1,161 @@
+"""Local scrubbing: replace personal identifiers in message texts by placeholders, on the node.
+
+Runs on the workspace's own node when its data is loaded, before any token
+reaches a model. Rules (each can be turned off in ``ScrubOptions``):
+
+* URLs (``http://``, ``https://``, ``ftp://``, ``www.``)      -> ``<url>``
+* e-mail addresses                                           -> ``<email>``
+* mentions: ``@`` + a member's name or id, or a Slack
+  member id (``U``/``W`` + 6 or more capitals/digits)        -> ``<user>``
+* names: a word that is a known name (handles, real and
+  display names from users.json, IRC nicks), or a part of one,
+  compared case-insensitively                                -> ``<name>``
+* runs of ``min_digits`` or more consecutive digits          -> ``<number>``
+
+Guarantees: one left-to-right pass, so a placeholder is never scrubbed again;
+a message is never dropped (its text only shrinks or changes); the message
+count, order, authors and threads are unchanged.
+
+Assumptions and limits: names are matched as whole words (letters, digits and
+the IRC nick characters ``_-[]\\^{}|```), so a name written with different
+spelling or inside a longer word is not found; names shorter than
+``min_name_length`` and names that are common English words
+(``COMMON_WORDS``: a member called ``Will`` or ``you_``) are not scrubbed, as
+they cannot be told from the word; any other name that is a word (an IRC user
+called ``ubuntu`` or ``root``) is scrubbed everywhere, which costs some
+utility, never privacy; digits split by separators
+(``555-123-4567``) are runs of fewer digits and are kept. Scrubbing is
+defence in depth: the privacy guarantee is DP-SGD's.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from federated.data.records import Workspace
+from federated.errors import ConfigError
+
+log = logging.getLogger("optin.data.scrub")
+
+USER, NAME, EMAIL, URL, NUMBER = "<user>", "<name>", "<email>", "<url>", "<number>"
+
+_WORD_CHARS = r"\w\-\[\]\\^{}|`"
+_PATTERN = re.compile(
+    r"(?P<url>(?:(?:https?|ftp)://|www\.)[^\s<>\"]+)"
+    r"|(?P<email>[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)*\.[^\W\d_]{2,})"
+    rf"|(?P<mention>@(?P<handle>[{_WORD_CHARS}.]*[{_WORD_CHARS}]))"
+    rf"|(?P<word>[{_WORD_CHARS}]+)"
+)
+_NAME_TOKEN = re.compile(rf"[{_WORD_CHARS}]+")
+_SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{6,}$")
+_URL_TRAILING = ".,;:!?)]}'\""
+
+COMMON_WORDS = frozenset("""
+a about after again all also am an and any anyone are as at back be because been before being but by can
+come could day did do does done either even every first for from get give go going good got had has have he
+her here hi him his how i if in into is it its just know like look make many may me more most much must my
+need new no not now of off ok okay on one only or other our out over people please really right said say see
+she should so some someone something still sure take than thanks that the their them then there these they
+thing think this those time to too try two up us use very want was way we well were what when where which
+who why will with work would yeah yes yet you your
+""".split())
+"""Words never treated as names: indistinguishable from the word itself (nicks such as ``you_`` or ``will``)."""
+_EDGE_PUNCTUATION = "_-|^`[]{}\\"
+
+
+@dataclass(frozen=True)
+class ScrubOptions:
+    """Which rules run.
+
+    ``min_digits``: shortest digit run scrubbed; ``min_name_length``: shortest
+    name scrubbed; ``keep_words``: lower-case words never scrubbed as names.
+    """
+
+    urls: bool = True
+    emails: bool = True
+    mentions: bool = True
+    names: bool = True
+    numbers: bool = True
+    min_digits: int = 5
+    min_name_length: int = 3
+    keep_words: frozenset[str] = COMMON_WORDS
+
+    def __post_init__(self) -> None:
+        for key in ("min_digits", "min_name_length"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"scrub: {key} expected an integer >= 1, got {value!r}")
+
+
+class Scrubber:
+    """Scrubs texts against one workspace's names; counts replacements by placeholder in ``counts``."""
+
+    def __init__(self, names: Iterable[str], member_ids: Iterable[str], options: ScrubOptions) -> None:
+        self.options = options
+        self.names = name_keys(names, options.min_name_length) - options.keep_words
+        self.ids = frozenset(member_ids)
+        self.counts: Counter[str] = Counter()
+        self._digits = re.compile(rf"\d{{{options.min_digits},}}")
+
+    def __call__(self, text: str) -> str:
+        return _PATTERN.sub(self._replace, text)
+
+    def _replace(self, match: re.Match[str]) -> str:
+        kind = match.lastgroup
+        if kind == "url" and self.options.urls:
+            url = match.group()
+            kept = url.rstrip(_URL_TRAILING)
+            return self._count(URL) + url[len(kept):]
+        if kind == "email" and self.options.emails:
+            return self._count(EMAIL)
+        if kind == "mention":
+            handle = match.group("handle")
+            if self.options.mentions and self._is_member(handle):
+                return self._count(USER)
+            return "@" + _PATTERN.sub(self._replace, handle)
+        return self._word(match.group())
+
+    def _word(self, word: str) -> str:
+        if self.options.names and word.casefold() in self.names:
+            return self._count(NAME)
+        if self.options.numbers:
+            return self._digits.sub(lambda _: self._count(NUMBER), word)
+        return word
+
+    def _is_member(self, handle: str) -> bool:
+        return handle in self.ids or bool(_SLACK_USER_ID.match(handle)) or handle.casefold() in self.names
+
+    def _count(self, placeholder: str) -> str:
+        self.counts[placeholder] += 1
+        return placeholder
+
+
+def name_keys(names: Iterable[str], min_length: int) -> frozenset[str]:
+    """Casefolded names and their word parts, also with edge punctuation stripped, of ``min_length``+ chars.
+
+    ``"Alice Smith"`` gives ``alice``, ``smith`` (and ``alice smith``; whole
+    names matter for handles such as ``john.smith`` after an ``@``); the nick
+    ``"kyle_"`` gives ``kyle_`` and ``kyle``. Parts that are only digits are left out.
+    """
+    keys: set[str] = set()
+    for name in names:
+        candidates = {name.strip()}
+        for token in _NAME_TOKEN.findall(name):
+            candidates |= {token, token.strip(_EDGE_PUNCTUATION)}
+        keys.update(c.casefold() for c in candidates if len(c) >= min_length and not c.isdigit())
+    return frozenset(keys)
+
+
+def scrub_workspace(workspace: Workspace, names: Iterable[str], options: ScrubOptions = ScrubOptions()) -> Workspace:
+    """``workspace`` with every message text scrubbed; its report (if any) gets the replacement counts."""
+    scrubber = Scrubber(names, workspace.members, options)
+    messages = tuple(replace(m, text=scrubber(m.text)) for m in workspace.messages)
+    report = workspace.report
+    if report is not None:
+        report = replace(report, scrubbed=dict(sorted(scrubber.counts.items())))
+    log.debug("%s: scrubbed %s", workspace.name, dict(scrubber.counts))
+    return replace(workspace, messages=messages, report=report)

@@ -1,0 +1,120 @@
+"""Optin on Flower's Deployment Engine, end to end: a real SuperLink and 3 SuperNodes on 127.0.0.1.
+
+TLS and SuperNode authentication are on; every node's key is registered; one workspace has not opted
+in. ``flwr run`` submits Optin's ServerApp for 2 rounds of the flagship task (tiny: 3 local steps, small
+workspaces). The fixture leaves the deployment (every process stopped by PID) before any check runs.
+About 2 minutes on 2 cores; every wait is bounded (the run by ``RUN_TIMEOUT_S``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from experiments.deploy import LoopbackDeployment, write_dev_certificates
+from experiments.federation import make_synthetic_federation
+from experiments.flower_sim import find_processes
+from federated.audit import AUDIT_FILE, read_entries, verify
+from federated.config import RunConfig
+from federated.data import SyntheticSpec
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc").is_dir(), reason="process checks read /proc")]
+
+SPEC = SyntheticSpec(num_workspaces=3, seed=11, min_messages=60, max_messages=120)
+OPTED_OUT = 1  # no policy file at all: consent defaults to no
+ROUNDS = 2
+RUN_TIMEOUT_S = 240
+
+
+@dataclass
+class DeployedRun:
+    metrics: dict[str, Any]
+    results: Path
+    workspace_of: dict[str, Path]  # node id (as metrics.json writes it) -> workspace folder
+    homes: list[Path]
+    pids_while_running: list[int]
+
+
+@pytest.fixture(scope="module")
+def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> DeployedRun:
+    root = tmp_path_factory.mktemp("deployment")
+    layout = make_synthetic_federation(root / "workspaces", SPEC, opted_out=[OPTED_OUT])
+    certs, keys = write_dev_certificates(root / "certs", [f.name for f in layout.folders])
+    config = RunConfig(num_rounds=ROUNDS, local_steps=3, batch_size=8, min_available_nodes=SPEC.num_workspaces,
+                       seed=SPEC.seed, results_dir=str(root / "results"))
+    with LoopbackDeployment(root / "flower", certs) as deployment:
+        cli = deployment.start_superlink()
+        workspace_of = {}
+        for key, folder in zip(keys, layout.folders):
+            workspace_of[str(cli.register(key.public_key, key.name))] = folder
+            deployment.start_supernode(key, folder)
+        cli.wait_online([int(n) for n in workspace_of])
+        outcome = cli.run(config, deployment.log_of("flwr-run"), timeout=RUN_TIMEOUT_S)
+        pids = sorted(pid for home in deployment.homes for pid in find_processes(home))
+    metrics = json.loads((outcome.results / "metrics.json").read_text(encoding="utf-8"))
+    return DeployedRun(metrics, outcome.results, workspace_of, list(deployment.homes), pids)
+
+
+def _node_of(run: DeployedRun, index: int) -> str:
+    return next(node for node, folder in run.workspace_of.items() if folder.name.startswith(f"ws{index:02d}"))
+
+
+def test_results_come_back_for_every_round(deployed_run: DeployedRun) -> None:
+    metrics = deployed_run.metrics
+    assert [r["round"] for r in metrics["rounds"]] == list(range(ROUNDS + 1))
+    assert set(metrics["nodes"]) == set(deployed_run.workspace_of)
+    for r in metrics["rounds"][1:]:
+        assert len(r["trained"]) == SPEC.num_workspaces - 1, r
+        assert r["metrics"]["train-loss"] > 0 and 0 <= r["metrics"]["eval-accuracy"] <= 1, r
+
+
+def test_opted_out_node_is_skipped_and_gets_no_train_message(deployed_run: DeployedRun) -> None:
+    out = _node_of(deployed_run, OPTED_OUT)
+    for r in deployed_run.metrics["rounds"]:
+        assert r["skipped"] == {out: "policy-missing"}, r
+        assert out not in r["trained"] and out not in r["evaluated"], r
+    entries = list(read_entries(deployed_run.workspace_of[out] / AUDIT_FILE))
+    assert verify(deployed_run.workspace_of[out] / AUDIT_FILE).ok
+    assert [e["kind"] for e in entries] == ["consent"] * (ROUNDS + 1)  # one query per round, nothing else
+    assert all(e["consent"] is False and e["reason"] == "policy-missing" for e in entries)
+
+
+def test_each_release_the_server_received_is_one_a_node_recorded(deployed_run: DeployedRun) -> None:
+    received = {e["sha256"] for e in read_entries(deployed_run.results / AUDIT_FILE) if e["kind"] == "release-received"}
+    released = set()
+    for node, folder in deployed_run.workspace_of.items():
+        if node == _node_of(deployed_run, OPTED_OUT):
+            continue
+        entries = [e for e in read_entries(folder / AUDIT_FILE) if e["kind"] == "release"]
+        assert len(entries) == ROUNDS, folder
+        released |= {e["sha256"] for e in entries}
+    assert received == released and len(received) == ROUNDS * (SPEC.num_workspaces - 1)
+
+
+def test_every_process_was_stopped_by_pid(deployed_run: DeployedRun) -> None:
+    # SuperLink, 3 SuperNodes and the flower-superexec each of them started were alive during the run.
+    assert len(deployed_run.pids_while_running) >= 2 * (1 + SPEC.num_workspaces), deployed_run.pids_while_running
+    for pid in deployed_run.pids_while_running:
+        stat = Path(f"/proc/{pid}/stat")
+        assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", f"pid {pid} still alive"
+    assert all(find_processes(home) == [] for home in deployed_run.homes)
+
+
+
+def test_a_failure_inside_the_deployment_still_stops_every_process(tmp_path: Path) -> None:
+    certs, _ = write_dev_certificates(tmp_path / "certs")
+    started: list[int] = []
+    with pytest.raises(RuntimeError, match="a step of the caller failed"):
+        with LoopbackDeployment(tmp_path / "flower", certs) as deployment:
+            deployment.start_superlink()
+            deadline = time.monotonic() + 30
+            while len(started := find_processes(tmp_path / "flower" / "superlink")) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)  # the SuperLink starts its flower-superexec just after it opens its port
+            raise RuntimeError("a step of the caller failed")
+    assert len(started) >= 2, started  # the SuperLink and the flower-superexec it started (its own session)
+    assert all(find_processes(home) == [] for home in deployment.homes)
