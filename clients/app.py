@@ -13,7 +13,7 @@ The node enforces its own privacy, whatever the server asks:
   leaves, so a crash never loses a release that was sent.
 
 What a reply may carry: the consent answer (``federated.protocol.CONSENT_FIELDS``), the model arrays after local
-DP-SGD, and the scalar metrics in ``TRAIN_METRICS`` / ``EVAL_METRICS``. Never text, names or
+DP-SGD, and the scalar metrics in ``federated.protocol.TRAIN_METRICS`` / ``EVAL_METRICS``. Never text, names or
 anything per message.
 """
 
@@ -23,21 +23,22 @@ import logging
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
-from flwr.clientapp import ClientApp
 
-from clients.dp_training import DPSGDSettings, train_dp_sgd
+from clients.dp_training import train_dp_sgd
 from clients.egress import egress_check
+from clients.ingress import GuardedClientApp, ingress_check
 from clients.round_plan import plan_round
+from clients.train_config import parse_train_config
 from clients.workspace_node import WorkspaceNode
 from federated.audit import fingerprint, update_norm
 from federated.config import RunConfig
-from federated.errors import BudgetError, ConfigError, OptinError
-from federated.protocol import CONSENT_KEY, EVAL_METRICS, REFUSED_CODE, TRAIN_CONFIG_FIELDS, TRAIN_METRICS
+from federated.errors import BudgetError, OptinError
+from federated.protocol import CONSENT_KEY, REFUSED_CODE
 from federated.tasks import get_task
 
 log = logging.getLogger("optin.node")
 
-app = ClientApp(mods=[egress_check])
+app = GuardedClientApp(mods=[egress_check, ingress_check])
 
 
 @app.query()
@@ -55,7 +56,7 @@ def query(msg: Message, context: Context) -> Message:
                 spent = ledger.spent(policy.delta)
                 answer["remaining-epsilon"] = max(0.0, policy.max_epsilon - spent)
                 if "config" in msg.content:
-                    settings, _ = _settings(msg.content["config"])
+                    settings, _ = parse_train_config(msg.content["config"])
                     task = get_task(config.task, config.seq_len)
                     plan_round(settings, policy, ledger, len(node.training_samples(task, config, policy)))
                 answer["can-afford"] = True
@@ -80,7 +81,7 @@ def train(msg: Message, context: Context) -> Message:
         return _refuse(node, msg, context, decision.reason)
     policy = decision.policy
     try:
-        requested, server_round = _settings(msg.content["config"])
+        requested, server_round = parse_train_config(msg.content["config"])
         task = get_task(config.task, config.seq_len)
         with node.open_ledger() as ledger:
             data = node.training_samples(task, config, policy)
@@ -150,25 +151,3 @@ def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, de
 def _refusal_code(exc: OptinError) -> str:
     return {"BudgetError": "budget-exhausted", "LedgerError": "ledger-unsound", "ConfigError": "bad-config",
             "DataError": "data-error", "PolicyError": "policy-invalid"}.get(type(exc).__name__, "refused")
-
-
-def _settings(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
-    """Validate the server's train config; a missing or mistyped field is a ``ConfigError``."""
-    values = {}
-    for key, kind in TRAIN_CONFIG_FIELDS.items():
-        value = record.get(key)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"train config: key {key!r} expected {kind.__name__}, got {value!r}")
-        if value < 0 or (value == 0 and key not in ("noise-multiplier", "server-round")):
-            raise ConfigError(f"train config: key {key!r} expected a positive value, got {value!r}")
-        values[key] = value
-    settings = DPSGDSettings(
-        noise_multiplier=values["noise-multiplier"],
-        max_grad_norm=values["max-grad-norm"],
-        expected_batch_size=values["batch-size"],
-        local_steps=values["local-steps"],
-        lr=values["lr"],
-    )
-    return settings, values["server-round"]
