@@ -30,7 +30,8 @@ def sweep(
     table = Table(title="Final held-out accuracy, mean ± sd over seeds. ε local: per message (max over "
                         "workspaces); ε central: per workspace; ∞: no DP")
     for column in ("dataset", "mode", "target ε", "seeds", "accuracy", "ε local", "ε central"):
-        table.add_column(column, justify="left" if column in ("dataset", "mode") else "right")
+        table.add_column(column, justify="left" if column in ("dataset", "mode") else "right",
+                         no_wrap=column == "accuracy")
     for g in summarize(load_cells(outcome.run_dir)):
         table.add_row(g.dataset, g.dp_mode, _eps(g.target_epsilon), str(len(g.accuracies)),
                       f"{g.mean:.4f} ± {g.spread:.4f}", _eps(g.epsilon_local),

@@ -197,6 +197,7 @@ def plot_accuracy_vs_round(cells: list[dict[str, Any]], path: Path) -> Path:
             ax.fill_between(rounds, [min(v) for v in per_round], [max(v) for v in per_round], alpha=0.15)
         ax.set(xlabel="round (0: initial model)", ylabel="held-out next-char accuracy",
                title=f"{dataset}: accuracy per round (band: min..max over seeds)")
+        ax.set_xticks(sorted({r["round"] for c in cells for r in c["rounds"]}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)

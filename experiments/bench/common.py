@@ -144,7 +144,7 @@ def parser(description: str, repeats: int = 3) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=repeats, help="interleaved repetitions per side (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data, model and sampling (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: torch's choice, %d here)" % torch.get_num_threads())
+                   help=f"torch intra-op threads (default: torch's choice, {torch.get_num_threads()} here)")
     return p
 
 

@@ -102,8 +102,8 @@ def make_side(mode: str, task: NextCharTask, data: TensorDataset, batch: tuple[t
 
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(data, batch_size=len(inputs), generator=generator)
-    common = dict(optimizer=optimizer, data_loader=loader, noise_multiplier=noise_multiplier, max_grad_norm=1.0,
-                  poisson_sampling=True, noise_generator=generator, grad_sample_mode=mode)
+    common = {"optimizer": optimizer, "data_loader": loader, "noise_multiplier": noise_multiplier,
+              "max_grad_norm": 1.0, "poisson_sampling": True, "noise_generator": generator, "grad_sample_mode": mode}
     engine = PrivacyEngine(accountant="rdp")
     if mode == "ghost":
         model.pos.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(),))

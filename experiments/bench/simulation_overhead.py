@@ -33,6 +33,7 @@ Run: ``.venv/bin/python -m experiments.bench.simulation_overhead`` (``--help`` f
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 import re
 import statistics
@@ -98,7 +99,7 @@ def timeline(start: float, end: float, folders: list[Path], results: Path, round
         stages[stage] = None if mark is None or previous is None else mark - previous
         previous = mark if mark is not None else previous
     bounds = [server[r] for r in range(1, rounds + 1)] + [finished]
-    stages["per round (mean)"] = statistics.mean(b - a for a, b in zip(bounds, bounds[1:]))
+    stages["per round (mean)"] = statistics.mean(b - a for a, b in itertools.pairwise(bounds))
     stages["teardown"] = end - finished
     stages["total"] = end - start
     return stages

@@ -149,7 +149,8 @@ def test_a_reply_is_refused_even_when_its_audit_entry_cannot_be_written(tmp_path
 
 
 def test_optins_clientapp_runs_every_reply_through_the_check(tmp_path: Path) -> None:
-    """The real ClientApp: normal replies pass; a crash inside a handler comes out as the fixed refusal."""
+    """The real ClientApp: normal replies pass; a malformed request is refused by the ingress check; a crash
+    inside a handler comes out as the fixed refusal."""
     (folder,) = make_synthetic_federation(tmp_path, SyntheticSpec(num_workspaces=1, seed=2, min_messages=40,
                                                                   max_messages=60), opted_out=[]).folders
     config = RunConfig(local_steps=2, batch_size=8, seed=2)
@@ -157,7 +158,11 @@ def test_optins_clientapp_runs_every_reply_through_the_check(tmp_path: Path) -> 
     assert not send_train(folder, config).has_error()
     wrong_model = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in MODEL.items()}),
                               "config": train_config()})
-    reply = send(folder, "train", config, wrong_model)  # load_state_dict raises: its text names the keys
-    assert reply.error.reason == BLOCKED_REASON
+    reply = send(folder, "train", config, wrong_model)  # the ingress check refuses it before the handler
+    assert reply.error.reason == "refused: bad-request"
     kinds = [e["kind"] for e in read_entries(folder / AUDIT_FILE)]
-    assert kinds == ["consent", "release", "egress-blocked"]
+    assert kinds == ["consent", "release", "refusal"]
+    (folder / AUDIT_FILE).rename(folder / "audit.moved")
+    (folder / AUDIT_FILE).mkdir()  # the handler now raises OSError, whose text names a path
+    reply = send(folder, "query", config, RecordDict())
+    assert reply.error.reason == BLOCKED_REASON
