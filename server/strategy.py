@@ -8,6 +8,11 @@ proposed round (its lifetime budget) receives no ``train`` message. Each skip is
 logged, and written to the server's audit log when one is given, with its
 reason. The nodes enforce all of this themselves as well: this is the server
 honouring it, not the only safeguard.
+
+Faults: a sampled node that crashes (error reply) or does not answer within the
+round's timeout is skipped and logged (``train-error``, ``no-reply``); the round
+completes with the others. If fewer than ``min_train_nodes`` usable updates
+arrive, the global model is left unchanged for that round.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class ConsentAwareFedAvg(FedAvg):
         self._rng = random.Random(seed)
         self._answers: dict[int, dict[int, str]] = {}
         self._sent: dict[int, ArrayRecord] = {}
+        self._sampled: dict[int, list[int]] = {}
 
     def consent_answers(self, server_round: int, grid: Grid) -> dict[int, str]:
         """Query every connected node once per round (with the proposed round); node id -> reason code.
@@ -84,6 +90,7 @@ class ConsentAwareFedAvg(FedAvg):
         log.info("round %d: training on %d of %d eligible node(s)", server_round, size, len(eligible))
         config["server-round"] = server_round
         self._sent[server_round] = arrays
+        self._sampled[server_round] = sampled
         return self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -119,6 +126,14 @@ class ConsentAwareFedAvg(FedAvg):
             size, digest = fingerprint(reply.content["arrays"])
             self._audit("release-received", round=server_round, node=node_id, bytes=size, sha256=digest,
                         l2_norm=update_norm(reply.content["arrays"], sent))
+        replied = {reply.metadata.src_node_id for reply in replies}
+        for node_id in self._sampled.pop(server_round, []):
+            if node_id not in replied:
+                self._skip(server_round, node_id, "no-reply")
+        if len(accepted) < self.min_train_nodes:
+            log.warning("round %d: %d usable update(s), fewer than min-train-nodes=%d; the model is not updated",
+                        server_round, len(accepted), self.min_train_nodes)
+            return None, None
         arrays, metrics = super().aggregate_train(server_round, accepted)
         if metrics is not None:
             round_record.metrics.update(metrics)
