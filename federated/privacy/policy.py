@@ -12,8 +12,9 @@ the latest (round r itself if its ``train`` message has not arrived yet).
 Fields (all optional; a missing file is the same as an empty one, except for the reason logged):
 
 - ``consent`` (bool, default false)
-- ``max_epsilon`` (float > 0, default 8.0) and ``delta`` (0 < δ < 1, default 1e-5): the lifetime
-  budget of the workspace, over every run it ever joins.
+- ``max_epsilon`` (float > 0, default 8.0; ``inf`` only when written explicitly, e.g. for a no-DP
+  baseline) and ``delta`` (0 < δ < 1, default 1e-5): the lifetime budget of the workspace, over every
+  run it ever joins.
 - ``privacy_unit``: ``"message"`` (default) or ``"member"`` (one DP sample is up to
   ``max_messages_per_member`` messages of one member, default 8).
 - ``noise_multiplier`` (float ≥ 0, default 0): a floor; the node uses max(server's, this).
@@ -113,7 +114,9 @@ def parse_policy(raw: Mapping[str, Any], source: str) -> Policy:
         return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
     consent = get("consent", lambda v: isinstance(v, bool), "true or false", False)
-    max_epsilon = get("max_epsilon", lambda v: number(v) and v > 0, "a number > 0", 8.0)
+    # inf is an explicit "no budget" (e.g. for no-DP baselines); it must be written out, never a default.
+    max_epsilon = get("max_epsilon", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                      "a number > 0 (or inf)", 8.0)
     delta = get("delta", lambda v: number(v) and 0 < v < 1, "a number in (0, 1)", 1e-5)
     unit = get("privacy_unit", lambda v: v in PRIVACY_UNITS, f"one of {list(PRIVACY_UNITS)}", "message")
     per_member = get("max_messages_per_member", lambda v: isinstance(v, int) and not isinstance(v, bool) and
