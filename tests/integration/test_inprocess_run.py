@@ -15,13 +15,13 @@ from opacus.accountants import RDPAccountant
 
 from clients.app import app as client_app
 from clients.workspace_node import DATA_FOLDER
-from experiments.federation import FederationLayout
+from experiments.federation import FederationLayout, make_synthetic_federation
 from federated.audit import AUDIT_FILE, read_entries
 from federated.data import load_slack_export, split_messages
 from federated.inprocess import run_in_process
 from federated.privacy.policy import Policy
 from server.app import app as server_app
-from tests.conftest import SMALL_CONFIG
+from tests.conftest import SMALL_CONFIG, SMALL_SPEC
 from tests.node_calls import send_train
 
 OPENED: list[str] = []
@@ -35,8 +35,11 @@ def _record_opens(event: str, args: tuple) -> None:
 sys.addaudithook(_record_opens)  # audit hooks cannot be removed; this one only appends paths
 
 
-@pytest.fixture
-def finished_run(small_federation: FederationLayout, tmp_path: Path):
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory):
+    """One federated run shared by the tests that read its outcome."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    small_federation = make_synthetic_federation(tmp_path / "workspaces", SMALL_SPEC, opted_out=[1])
     config = replace(SMALL_CONFIG, results_dir=str(tmp_path / "results"))
     delivered: list[tuple[str, str]] = []
 
