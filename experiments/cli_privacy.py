@@ -59,7 +59,7 @@ def noise(
     delta: float = typer.Option(1e-5, "--delta", help=_DELTA),
     accountant: str = typer.Option("rdp", "--accountant", help=_ACCOUNTANT),
 ) -> None:
-    """Print the smallest noise multiplier whose ε is at most the target (within 0.01); the last line is the number alone.
+    """Print the smallest noise multiplier with ε at most the target (within 0.01); last line: the number alone.
 
     Example: optin privacy noise --target-epsilon 8 --sampling-rate 0.01 --steps 1000 --delta 1e-5
     """

@@ -16,8 +16,8 @@ Guarantees (all established before any training of the sweep starts):
   refuses a planned round.
 - **Central DP at a target ε** (``central``, ``both``): one noise multiplier for ``num-rounds``
   Gaussian releases at sampling rate 1 (no amplification: the cohort is every consenting node).
-- **No local noise** (``none``, ``central``): the policy's floor is 0 and its ``max_epsilon`` ∞, which
-  the node must accept for these cells to run.
+- **No local noise** (``none``, ``central``): the policy's floor is 0 and its ``max_epsilon`` is written
+  out as ``inf`` (an explicit "no budget"), so the node releases without local noise and records ε = ∞.
 - Every policy written is read back with the node's own reader and must come back unchanged, and
   δ must be below 1/N for the unit it protects (each workspace's N training messages under local
   DP; the number of workspaces under central DP); otherwise a ``ConfigError`` names the sweep

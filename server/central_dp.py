@@ -24,7 +24,10 @@ Guarantee: the sequence of global models the server releases after training roun
   tests recompute it with Flower's own RDP accountant (no amplification, add-or-remove-one).
 
 Assumptions and limits: the server is trusted to run this mechanism; it sees each update before
-noise (unless the node added local DP noise too, ``dp-mode = "both"``). Equal weights: the wrapped
+noise (unless the node added local DP noise too, ``dp-mode = "both"``). The cohort and ``m`` are
+treated as public: they follow from consent answers, budgets and whether a reply is well-formed,
+not from the values of a well-formed update (a node that sends a malformed reply reveals that, as
+it would without DP). Equal weights: the wrapped
 strategy still validates, records and audits every reply, but the released model is the
 equal-weight average of the clipped updates it accepted (its own average is weighted by
 training-set size, under which one workspace could move the model by more than ``C / m``); the
@@ -99,11 +102,12 @@ class CentralDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
             reply.content[key] = ArrayRecord(dict(zip(self.current_arrays.keys(), map(Array, arrays), strict=True)))
             clipped[reply.metadata.src_node_id] = arrays
         # Its own average is weighted by training-set size, under which one workspace could move the model by
-        # more than C / m: only its validation, record, audit log and train metrics are used.
-        _, metrics = self.consent_strategy.aggregate_train(server_round, replies)
+        # more than C / m: only its decisions (which replies count, whether the round updates the model at all),
+        # its record, audit log and train metrics are used.
+        weighted, metrics = self.consent_strategy.aggregate_train(server_round, replies)
         round_record = self.consent_strategy.record.round(server_round)
         accepted = [arrays for node_id, arrays in clipped.items() if node_id in round_record.trained]
-        if not accepted:
+        if weighted is None or not accepted:
             return None, metrics
         cohort = len(accepted)
         std = compute_stdv(self.noise_multiplier, self.clipping_norm, cohort)

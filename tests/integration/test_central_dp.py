@@ -94,8 +94,6 @@ def test_the_wrapper_keeps_consent_gating(central_run) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="central-only DP needs nodes that release without local noise, i.e. a policy "
-                                       "max_epsilon = inf, which federated/privacy/policy.py rejects today")
 def test_central_only_dp_trains_without_local_noise(tmp_path: Path) -> None:
     folders = make_synthetic_federation(tmp_path / "ws", SPEC, opted_out=[]).folders
     for folder in folders:

@@ -87,7 +87,7 @@ def test_node_reported_epsilon_is_at_most_the_target_and_close_to_it(first_run) 
                 releases = ledger.releases()
             assert len(releases) == 2 and all(r.steps == 3 for r in releases)
             node_epsilon = releases[-1].epsilon_total  # what the node recorded and reported to the server
-            assert target - 0.02 <= node_epsilon <= target
+            assert target - 0.01 <= node_epsilon <= target  # the calibration tolerance
             assert workspace["epsilon"] == node_epsilon and workspace["epsilon_ledger_rdp"] == node_epsilon
             # Recomputed by Google's dp-accounting from the mechanism the node actually ran.
             accountant = RdpAccountant()
@@ -121,8 +121,6 @@ def test_a_second_invocation_runs_no_finished_cell_and_reruns_an_unfinished_one(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="no-DP cells need nodes that release without noise, i.e. a policy "
-                                       "max_epsilon = inf, which federated/privacy/policy.py rejects today")
 def test_no_dp_cells_run_and_report_infinite_epsilon(tmp_path: Path) -> None:
     config = tmp_path / "nodp.toml"
     config.write_text(SWEEP.replace("[8.0, 2.0]", "[inf]"), encoding="utf-8")

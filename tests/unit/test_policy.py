@@ -27,7 +27,7 @@ def test_missing_policy_means_no_consent_with_logged_reason(tmp_path: Path, capl
     ('consent = "yes"', "field 'consent' must be true or false, got 'yes'"),
     ("consent = 1", "field 'consent' must be true or false"),
     ("consent = true\nconsnet = true", "unknown key(s) ['consnet']"),
-    ("consent = true\nmax_epsilon = 0", "field 'max_epsilon' must be a number > 0, got 0"),
+    ("consent = true\nmax_epsilon = 0", "field 'max_epsilon' must be a number > 0 (or inf), got 0"),
     ("consent = true\nmax_epsilon = nan", "field 'max_epsilon' must be a number > 0"),
     ("consent = true\ndelta = 1.5", "field 'delta' must be a number in (0, 1), got 1.5"),
     ('consent = true\nprivacy_unit = "person"', "field 'privacy_unit' must be one of ['message', 'member']"),
