@@ -7,7 +7,6 @@ held-out evaluation, per-workspace ε from the Opacus RDP accountant.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from experiments.federation import make_synthetic_federation, run_federation
-from experiments.results import load_metrics, new_run_dir, plot_rounds, write_config
+from experiments.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 
@@ -51,7 +50,7 @@ def run_demo(results_root: Path, spec: SyntheticSpec, opted_out: int, config: Ru
     layout = make_synthetic_federation(run_dir / "workspaces", spec, opted_out_indices)
     config = replace(config, results_dir=str(run_dir), seed=spec.seed)
     write_config(run_dir, config.to_mapping())
-    _log_to_file(run_dir / "run.log")
+    log_to_file(run_dir / "run.log")
 
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -100,16 +99,3 @@ def print_demo(result: DemoResult, console: Console) -> None:
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
     return "-" if value is None else format(value, spec)
-
-
-def _log_to_file(path: Path) -> None:
-    """Send Optin's and Flower's logs to the run's log file instead of the terminal."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("optin", "flwr"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)
-                           or isinstance(h, logging.FileHandler)]
-        logger.addHandler(handler)
-        logger.propagate = False

@@ -24,7 +24,6 @@ Run: ``python -m experiments.irc_experiment --config experiments/configs/irc.tom
 from __future__ import annotations
 
 import json
-import logging
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -40,7 +39,7 @@ from rich.table import Table
 from experiments.cli_common import console as cli_console
 from experiments.cli_common import fail
 from experiments.federation import run_federation
-from experiments.results import load_metrics, new_run_dir, plot_rounds, write_config
+from experiments.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
 from federated.config import RunConfig
 from federated.data import PARTITIONS, build_irc_workspaces, irc_corpus_dir, resolve_data_root
 from federated.errors import ConfigError, OptinError
@@ -148,7 +147,7 @@ def run_irc_experiment(experiment: IrcExperiment, corpus: Path, results_root: Pa
     write_config(run_dir, {**{f"experiment-{k.replace('_', '-')}": _toml_value(v)
                               for k, v in asdict(experiment).items() if k != "run"},
                            **experiment.run.to_mapping(), "corpus": str(corpus)})
-    _log_to_file(run_dir / "run.log")
+    log_to_file(run_dir / "run.log")
 
     def prepare(root: Path, only: Sequence[str] | None = None) -> list[Path]:
         chosen = tuple(p for p in partitions if only is None or p.name in only)
@@ -247,19 +246,6 @@ def _toml_value(value: Any) -> int | float | str:
     if value is None:
         return "all"
     return ",".join(value) if isinstance(value, tuple) else value
-
-
-def _log_to_file(path: Path) -> None:
-    """Send Optin's and Flower's logs to the run's log file instead of the terminal."""
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("optin", "flwr"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)
-                           or isinstance(h, logging.FileHandler)]
-        logger.addHandler(handler)
-        logger.propagate = False
 
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)

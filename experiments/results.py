@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +56,16 @@ def write_config(run_dir: Path, values: dict[str, int | float | str]) -> Path:
     path = run_dir / "config.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def log_to_file(path: Path) -> None:
+    """Send Optin's and Flower's logs to the run's log file instead of the terminal."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    for name in ("optin", "flwr"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.handlers = [h for h in logger.handlers if not isinstance(h, logging.StreamHandler)
+                           or isinstance(h, logging.FileHandler)]
+        logger.addHandler(handler)
+        logger.propagate = False
