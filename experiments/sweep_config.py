@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from federated.config import RunConfig
-from federated.data import PARTITIONS, irc_corpus_dir
+from federated.data import PARTITIONS, irc_corpus_dir, resolve_data_root
 from federated.errors import ConfigError, DataError
 from federated.privacy.accounting import ACCOUNTANTS
 
@@ -52,7 +52,7 @@ class IrcDataset:
     """IRC Disentanglement workspaces (``federated.data.build_irc_workspaces``); every workspace consents.
 
     ``path`` is the data root holding ``irc-disentanglement/`` (relative paths are relative to the
-    sweep file); ``partitions`` picks workspaces by name (empty: all); ``max_lines`` caps each one.
+    sweep file; without it, ``$OPTIN_DATA`` or ``../shared/data`` beside the repository); ``partitions`` picks workspaces by name (empty: all); ``max_lines`` caps each one.
     """
 
     name: str
@@ -227,8 +227,8 @@ def _dataset(check: _Checker, raw: dict[str, Any], index: int) -> Dataset:
     if kind == "irc":
         check.keys(raw, prefix, {f.name.replace("_", "-") for f in fields(IrcDataset)})
         text = check.get(raw, "path", "the data root holding irc-disentanglement/ (a folder)",
-                         lambda v: isinstance(v, str) and v != "", None, required=True, prefix=prefix)
-        path = (check.source.parent / text).resolve()
+                         lambda v: isinstance(v, str) and v != "", None, prefix=prefix)
+        path = resolve_data_root() if text is None else (check.source.parent / text).resolve()
         try:
             irc_corpus_dir(path)
         except DataError as exc:
