@@ -77,7 +77,6 @@ def test_the_shipped_configs_are_valid() -> None:
     ("batch-size = 16", "batch-size = 16.5", "batch-size", "16.5", "expected int"),
     ('kind = "synthetic"', 'kind = "irc"\npath = "no/such/folder"', "datasets[0].path", "'no/such/folder'",
      "a data root holding irc-disentanglement/data"),
-    ('kind = "synthetic"', 'kind = "irc"', "datasets[0].path", "None", "the data root"),
     ('kind = "synthetic"', 'kind = "tweets"', "datasets[0].kind", "'tweets'", "'synthetic' or 'irc'"),
 ])
 def test_bad_keys_and_values_name_file_key_value_and_expectation(tmp_path: Path, old: str, new: str, key: str,
