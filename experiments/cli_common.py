@@ -7,7 +7,8 @@ from typing import NoReturn
 
 from rich.console import Console
 
-console = Console()
+# Soft wrap: a long path or error stays on one line (scripts and tests read it whole).
+console = Console(soft_wrap=True)
 
 
 def fail(exc: Exception | str) -> NoReturn:

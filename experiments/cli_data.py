@@ -46,7 +46,7 @@ def stats(
     console.print(_stats_table(rows, f"Workspaces in {path}"))
     for row in rows:
         for skipped in row.skipped_files:
-            console.print(f"{row.name}: not read: {skipped.path}: {skipped.reason}", highlight=False)
+            console.print(f"{row.name}: not read: {skipped.path}: {skipped.reason}", highlight=False, soft_wrap=True)
 
 
 @data_app.command()
@@ -69,7 +69,8 @@ def irc(
     except OptinError as exc:
         fail(exc)
     console.print(_stats_table(rows, f"IRC workspaces written to {out}"))
-    console.print(f"{len(folders)} workspaces in {out} (manifests only: <workspace>/{DATA_FOLDER}/source.toml)")
+    console.print(f"{len(folders)} workspaces in {out} (manifests only: <workspace>/{DATA_FOLDER}/source.toml)",
+                  soft_wrap=True)
 
 
 def _stats_table(rows: list[WorkspaceStats], title: str) -> Table:
