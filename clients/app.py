@@ -57,8 +57,7 @@ def query(msg: Message, context: Context) -> Message:
                 answer["remaining-epsilon"] = max(0.0, policy.max_epsilon - spent)
                 if "config" in msg.content:
                     settings, _ = parse_train_config(msg.content["config"])
-                    task = get_task(config.task, config.seq_len)
-                    plan_round(settings, policy, ledger, len(node.training_samples(task, config, policy)))
+                    plan_round(settings, policy, ledger, node.num_training_samples(config, policy))
                 answer["can-afford"] = True
         except BudgetError as exc:
             answer["reason"] = "budget-exhausted"

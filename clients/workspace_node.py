@@ -87,6 +87,11 @@ class WorkspaceNode:
         return task.encode_groups(member_groups(train, policy.max_messages_per_member, config.seed),
                                   per_group=policy.max_messages_per_member)
 
+    def num_training_samples(self, config: RunConfig, policy: Policy) -> int:
+        """How many DP samples ``training_samples`` makes (messages, or members), without encoding any."""
+        train, _ = self._split(config)
+        return len(train) if policy.privacy_unit == "message" else len({m.user for m in train})
+
     def held_out_texts(self, config: RunConfig) -> list[str]:
         return [m.text for m in self._split(config)[1]]
 

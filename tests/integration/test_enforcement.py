@@ -208,3 +208,12 @@ def test_member_groups_respect_the_contribution_bound() -> None:
     groups = member_groups(messages, 4, seed=0)
     assert [len(g) for g in groups] == [4, 4]
     assert set(groups[0]) <= {m.text for m in messages if m.user == "U1"}
+
+
+@pytest.mark.parametrize("unit", ["message", "member"])
+def test_the_query_counts_exactly_the_samples_training_makes(folders, unit: str) -> None:
+    from clients.workspace_node import WorkspaceNode
+    from federated.tasks import get_task
+    node, policy = WorkspaceNode(folders[0]), Policy(consent=True, privacy_unit=unit)
+    samples = node.training_samples(get_task(CONFIG.task, CONFIG.seq_len), CONFIG, policy)
+    assert node.num_training_samples(CONFIG, policy) == len(samples) > 0
