@@ -54,8 +54,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from experiments.flower_sim import (APP_DIR, COMPLETED, _RUN_ID, _free_ports, _tail, _toml_table, find_processes,
-                                    stop_processes)
+from experiments.flower_sim import (
+    APP_DIR,
+    COMPLETED,
+    RUN_ID_PATTERN,
+    find_processes,
+    free_ports,
+    log_tail,
+    stop_processes,
+    toml_table,
+)
 from federated.config import RunConfig
 from federated.errors import ConfigError, OptinError
 
@@ -336,7 +344,7 @@ class FlowerCli:
         results.mkdir(parents=True, exist_ok=True)
         (results / "metrics.json").unlink(missing_ok=True)
         overrides = self.home / "run-config.toml"
-        overrides.write_text(_toml_table(replace(config, results_dir=str(results)).to_mapping()), encoding="utf-8")
+        overrides.write_text(toml_table(replace(config, results_dir=str(results)).to_mapping()), encoding="utf-8")
         started = time.monotonic()
         with log_path.open("wb") as out:
             try:
@@ -346,18 +354,18 @@ class FlowerCli:
                                check=True)
             except subprocess.TimeoutExpired:
                 raise DeploymentError(f"flwr run: no result after {timeout:.0f} s; log {log_path}"
-                                      f"{_tail(log_path)}") from None
+                                      f"{log_tail(log_path)}") from None
             except subprocess.CalledProcessError as exc:
                 raise DeploymentError(f"flwr run exited with code {exc.returncode}; log {log_path}"
-                                      f"{_tail(log_path)}") from None
+                                      f"{log_tail(log_path)}") from None
         seconds = time.monotonic() - started
-        match = _RUN_ID.search(log_path.read_text(encoding="utf-8", errors="replace"))
+        match = RUN_ID_PATTERN.search(log_path.read_text(encoding="utf-8", errors="replace"))
         if match is None:
-            raise DeploymentError(f"flwr run: no run id in its output; log {log_path}{_tail(log_path)}")
+            raise DeploymentError(f"flwr run: no run id in its output; log {log_path}{log_tail(log_path)}")
         run = self.json("ls", CONNECTION, "--run-id", match.group(1))["runs"][0]
         if run["status"] != COMPLETED:
             raise DeploymentError(f"flwr run {match.group(1)}: status {run['status']!r} "
-                                  f"({run.get('status-details', '')}); log {log_path}{_tail(log_path)}")
+                                  f"({run.get('status-details', '')}); log {log_path}{log_tail(log_path)}")
         if not (results / "metrics.json").is_file():
             raise DeploymentError(f"flwr run {match.group(1)} completed but wrote no {results / 'metrics.json'}")
         log.info("flwr run %s: %s in %.1f s; results in %s", match.group(1), COMPLETED, seconds, results)
@@ -407,13 +415,13 @@ class LoopbackDeployment:
     def start_superlink(self, timeout: float = START_TIMEOUT_S) -> FlowerCli:
         """Start the SuperLink on a free port, wait until it accepts connections; returns the operator CLI."""
         home = self.root / "superlink"
-        port = _free_ports(1)[0]
+        port = free_ports(1)[0]
         process = self._start("superlink", superlink_command(self.certs, home / "state.db", port=port), home)
         deadline = time.monotonic() + timeout
         while not _port_open(port):
             if process.popen.poll() is not None or time.monotonic() > deadline:
                 raise DeploymentError(f"SuperLink did not start on 127.0.0.1:{port} within {timeout:.0f} s; "
-                                      f"log {process.log}{_tail(process.log)}")
+                                      f"log {process.log}{log_tail(process.log)}")
             time.sleep(0.2)
         self.homes.append(self.root / "cli")
         self.cli = FlowerCli.connect(self.root / "cli", f"127.0.0.1:{port}", self.certs.ca_cert)
@@ -426,7 +434,7 @@ class LoopbackDeployment:
         if self.cli is None:
             raise DeploymentError("start the SuperLink first")
         command = supernode_command(workspace, self.cli.address, ca_cert or self.certs.ca_cert, node.private_key,
-                                    port=_free_ports(1)[0], max_wait_time=max_wait_time)
+                                    port=free_ports(1)[0], max_wait_time=max_wait_time)
         return self._start(f"node-{node.name}", command, self.root / "nodes" / node.name).popen
 
     def log_of(self, name: str) -> Path:

@@ -67,7 +67,7 @@ STATUS_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 COMPLETED = "finished:completed"
 
-_RUN_ID = re.compile(r"Successfully started run (\d+)")
+RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
 
 
 class FlowerRunError(OptinError):
@@ -151,10 +151,10 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
     metrics = results / "metrics.json"
     metrics.unlink(missing_ok=True)
 
-    http_port, control_port = _free_ports(2)
+    http_port, control_port = free_ports(2)
     _write_flower_config(home, http_port)
     overrides = home / "run-config.toml"
-    overrides.write_text(_toml_table(config.to_mapping()), encoding="utf-8")
+    overrides.write_text(toml_table(config.to_mapping()), encoding="utf-8")
     bin_dir = Path(sys.executable).parent
     flwr = bin_dir / "flwr" if (bin_dir / "flwr").exists() else shutil.which("flwr")
     if flwr is None:
@@ -178,7 +178,7 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
                 process.kill()
                 process.wait()
                 raise FlowerRunError(f"flwr run: no result after {timeout:.0f} s; "
-                                     f"log {log_path}{_tail(log_path)}") from None
+                                     f"log {log_path}{log_tail(log_path)}") from None
             finally:
                 if process.poll() is None:  # an exception (e.g. KeyboardInterrupt) while waiting
                     process.kill()
@@ -186,15 +186,15 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
         elapsed = time.monotonic() - started
         text = log_path.read_text(encoding="utf-8", errors="replace")
         if code != 0:
-            raise FlowerRunError(f"flwr run exited with code {code}; log {log_path}{_tail(log_path)}")
-        match = _RUN_ID.search(text)
+            raise FlowerRunError(f"flwr run exited with code {code}; log {log_path}{log_tail(log_path)}")
+        match = RUN_ID_PATTERN.search(text)
         if match is None:
-            raise FlowerRunError(f"flwr run: no run id in its output; log {log_path}{_tail(log_path)}")
+            raise FlowerRunError(f"flwr run: no run id in its output; log {log_path}{log_tail(log_path)}")
         run_id = match.group(1)
         status, details = _run_status(str(flwr), run_id, env, app_dir)
         if status != COMPLETED:
             raise FlowerRunError(f"flwr run {run_id}: status {status!r} ({details}); log {log_path}"
-                                 f"{_tail(log_path)}")
+                                 f"{log_tail(log_path)}")
         if not metrics.is_file():
             raise FlowerRunError(f"flwr run {run_id} completed but wrote no {metrics}; log {log_path}")
         log.info("flwr run %s: %s in %.1f s; results in %s", run_id, status, elapsed, results)
@@ -301,7 +301,7 @@ def _ancestors(pid: int) -> set[int]:
     return chain
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
     """``count`` distinct loopback ports free right now (the OS picks them)."""
     sockets = []
     try:
@@ -360,7 +360,7 @@ def _run_status(flwr: str, run_id: str, env: dict[str, str], app_dir: Path) -> t
         return "unknown", f"flwr ls said: {(done.stdout + done.stderr).strip()[-500:]}"
 
 
-def _toml_table(values: dict[str, int | float | str]) -> str:
+def toml_table(values: dict[str, int | float | str]) -> str:
     """A flat TOML table of scalars (the run-config override file)."""
     lines = []
     for key, value in values.items():
@@ -382,7 +382,7 @@ def _toml_char(c: str) -> str:
     return c
 
 
-def _tail(path: Path, lines: int = 15) -> str:
+def log_tail(path: Path, lines: int = 15) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace").splitlines()
     except OSError:

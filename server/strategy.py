@@ -192,7 +192,7 @@ def _consent_reason(reply: Message | None) -> str:
         return "no-answer"
     if reply.has_error():
         return "query-error"
-    answer = reply.content.get(CONSENT_KEY) if CONSENT_KEY in reply.content else None
+    answer = reply.content.get(CONSENT_KEY)
     if not isinstance(answer, ConfigRecord) or set(answer) != set(CONSENT_FIELDS) or not all(
             isinstance(answer[k], kind) for k, kind in CONSENT_FIELDS.items()):
         return "bad-answer"

@@ -25,7 +25,7 @@ from cryptography import x509
 
 from experiments.deploy import CONNECTION, DeploymentError, FlowerCli, stop_all, write_dev_certificates
 from experiments.federation import make_synthetic_federation
-from experiments.flower_sim import _free_ports, find_processes
+from experiments.flower_sim import find_processes, free_ports
 from federated.data import SyntheticSpec
 
 OPTIN = Path(sys.executable).parent / "optin"
@@ -71,7 +71,7 @@ def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Link]:
     made = subprocess.run([str(OPTIN), "server", "dev-certs", str(certs), "--node", "member", "--node", "stranger"],
                           capture_output=True, text=True, timeout=60)
     assert made.returncode == 0, made.stdout + made.stderr
-    port = _free_ports(1)[0]
+    port = free_ports(1)[0]
     superlink = _start(["server", "superlink", "--certs", str(certs), "--state", str(root / "state"),
                         "--port", str(port)], root / "superlink.log")
     try:
@@ -91,7 +91,7 @@ def _node(link: Link, name: str, key: str, ca: Path, *extra: str) -> tuple[subpr
     home, log = link.root / f"home-{name}", link.root / f"node-{name}.log"
     process = _start(["node", "--workspace", str(link.workspace), "--superlink", link.cli.address,
                       "--root-certificates", str(ca), "--auth-key", str(link.certs / "nodes" / f"{key}.key"),
-                      "--port", str(_free_ports(1)[0]), "--flwr-home", str(home), *extra], log)
+                      "--port", str(free_ports(1)[0]), "--flwr-home", str(home), *extra], log)
     return process, home, log
 
 
