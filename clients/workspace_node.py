@@ -6,11 +6,18 @@ starts a SuperNode, and the in-process mode), or, in Flower's simulation, from t
 ``workspaces-root``: partition ``i`` serves the ``i``-th sub-folder in sorted order.
 Messages are read only through ``training_samples`` and ``held_out_texts``, which the ClientApp
 calls only after consent was checked.
+
+Audit canaries: the node config key ``audit-canaries`` (a JSON list of strings) adds those texts to
+the training split in memory, one training message each, for an empirical privacy audit
+(``experiments.canary_audit``). They are never written to the workspace folder, never held out,
+and they count as training messages for the sampling rate and ε like any other. Only whoever
+starts the node sets its node config; a server cannot.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +26,18 @@ import numpy as np
 from flwr.app import Context
 from torch.utils.data import TensorDataset
 
+from clients.workspace_cache import load_split
 from federated.audit import AUDIT_FILE, AuditLog, read_entries
 from federated.config import RunConfig
-from federated.data import ChatMessage, load_workspace, split_messages
+from federated.data import ChatMessage
 from federated.errors import ConfigError, DataError, LedgerError
 from federated.privacy.ledger import LEDGER_FILE, Ledger, inspect_hint
 from federated.privacy.policy import POLICY_FILE, ConsentDecision, Policy, decide_consent
 from federated.tasks import Task
 
 DATA_FOLDER = "data"
+CANARIES_KEY = "audit-canaries"
+CANARY_CHANNEL = "audit-canaries"
 
 
 @dataclass(frozen=True)
@@ -35,12 +45,15 @@ class WorkspaceNode:
     """One workspace as its node sees it."""
 
     folder: Path
+    canaries: tuple[str, ...] = ()
+    """Audit canaries added to the training split in memory (empty outside audits)."""
 
     @classmethod
     def from_context(cls, context: Context) -> WorkspaceNode:
-        """Resolve the workspace folder from the node config (or the simulation partition)."""
+        """Resolve the workspace folder from the node config (or the simulation partition), and any canaries."""
+        canaries = _canaries(context.node_config.get(CANARIES_KEY))
         if "workspace" in context.node_config:
-            return cls(Path(str(context.node_config["workspace"])))
+            return cls(Path(str(context.node_config["workspace"])), canaries)
         root = str(context.run_config.get("workspaces-root", ""))
         if not root or "partition-id" not in context.node_config:
             raise ConfigError(
@@ -52,7 +65,7 @@ class WorkspaceNode:
         if index >= len(folders):
             raise DataError(f"workspaces-root {root}: no workspace folder for partition {index} "
                             f"({len(folders)} folders found)")
-        return cls(folders[index])
+        return cls(folders[index], canaries)
 
     @property
     def name(self) -> str:
@@ -76,8 +89,12 @@ class WorkspaceNode:
         return Ledger(path)
 
     def _split(self, config: RunConfig) -> tuple[list[ChatMessage], list[ChatMessage]]:
-        workspace = load_workspace(self.folder / DATA_FOLDER, name=self.name)
-        return split_messages(list(workspace.messages), config.test_fraction, config.seed)
+        train, held_out = self._split_files(config)
+        return [*train, *canary_messages(self.canaries)], held_out
+
+    def _split_files(self, config: RunConfig) -> tuple[list[ChatMessage], list[ChatMessage]]:
+        """(train, held-out) of the messages in the workspace's data files."""
+        return load_split(self.folder / DATA_FOLDER, self.name, config.test_fraction, config.seed)
 
     def training_samples(self, task: Task, config: RunConfig, policy: Policy) -> TensorDataset:
         """The training split as DP samples: one per message, or one per member (at most k messages each)."""
@@ -116,3 +133,21 @@ def member_groups(messages: list[ChatMessage], limit: int, seed: int) -> list[li
         chosen = rng.permutation(len(texts))[:limit]
         groups.append([texts[i] for i in sorted(chosen)])
     return groups
+
+
+def canary_messages(texts: tuple[str, ...]) -> list[ChatMessage]:
+    """Audit canaries as training messages, each from its own member (one privacy unit per canary copy)."""
+    return [ChatMessage(ts=f"0.{i:06d}", user=f"audit-canary-{i}", channel=CANARY_CHANNEL, text=text)
+            for i, text in enumerate(texts)]
+
+
+def _canaries(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    try:
+        texts = json.loads(str(value))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"node config {CANARIES_KEY!r}: expected a JSON list of strings ({exc})") from exc
+    if not isinstance(texts, list) or not all(isinstance(t, str) and t for t in texts):
+        raise ConfigError(f"node config {CANARIES_KEY!r}: expected a JSON list of non-empty strings")
+    return tuple(texts)

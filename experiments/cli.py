@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from experiments.cli_audit import canaries
 from experiments.cli_common import console, fail
 from experiments.cli_data import data_app
 from experiments.cli_deploy import add_deploy_commands
@@ -21,6 +22,7 @@ app = typer.Typer(help="Optin: opt-in, differentially private federated training
 app.add_typer(consent_app, name="consent")
 app.add_typer(policy_app, name="policy")
 app.add_typer(ledger_app, name="ledger")
+audit_app.command("canaries")(canaries)
 app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
 app.command()(sweep)

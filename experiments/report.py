@@ -6,6 +6,9 @@ Poisson sampling, amplification claimed), central DP-FedAvg ε is workspace-leve
 update zeroed, every consenting node in every round, *no* amplification claimed). No DP is
 reported as ε = ∞, never as a number. Accuracy is the global model's next-character accuracy on
 the held-out splits of the consenting workspaces after the last round; the spread is over seeds.
+With a canary audit (``experiments.canary_audit``), each cell's claimed ε for one canary, the
+empirical one-run lower bound and the canaries' exposure are reported too, and a lower bound above
+its claim is flagged at the top of the report as a bug.
 """
 
 from __future__ import annotations
@@ -30,7 +33,9 @@ EPSILON_PLOT = "plots/accuracy_vs_epsilon.png"
 ROUNDS_PLOT = "plots/accuracy_vs_round.png"
 CSV_COLUMNS = ("cell", "dataset", "dp_mode", "target_epsilon", "seed", "accountant", "delta", "epsilon_local",
                "epsilon_central", "local_noise_min", "local_noise_max", "central_noise_multiplier", "rounds",
-               "initial_accuracy", "final_accuracy", "final_loss", "seconds", "run_mode")
+               "initial_accuracy", "final_accuracy", "final_loss", "seconds", "run_mode", "audit_claimed_epsilon",
+               "audit_epsilon_lower_bound", "audit_correct_guesses", "audit_guesses", "audit_max_exposure_bits",
+               "audit_violation")
 
 MECHANISMS = {
     "none": ("No DP: each node runs the same DP-SGD code with noise multiplier 0 (per-example clipping only), "
@@ -109,7 +114,19 @@ def csv_row(cell: dict[str, Any]) -> dict[str, Any]:
         "rounds": len(rounds) - 1, "initial_accuracy": rounds[0]["eval_accuracy"],
         "final_accuracy": rounds[-1]["eval_accuracy"], "final_loss": rounds[-1]["eval_loss"],
         "seconds": round(cell["seconds"], 2), "run_mode": cell["sweep"]["run_mode"],
+        **_audit_columns(cell.get("audit")),
     }
+
+
+def _audit_columns(audit: dict[str, Any] | None) -> dict[str, Any]:
+    if audit is None:
+        return {}
+    one_run = audit["one_run"] or {}
+    return {"audit_claimed_epsilon": _text(audit["claimed_epsilon"]),
+            "audit_epsilon_lower_bound": one_run.get("epsilon_lower_bound", ""),
+            "audit_correct_guesses": one_run.get("correct", ""), "audit_guesses": one_run.get("guesses", ""),
+            "audit_max_exposure_bits": max((e["bits"] for e in audit["exposure"]), default=""),
+            "audit_violation": audit["violation"]}
 
 
 def write_csv(cells: list[dict[str, Any]], path: Path) -> Path:
@@ -206,9 +223,8 @@ def plot_accuracy_vs_round(cells: list[dict[str, Any]], path: Path) -> Path:
 def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], groups: list[Group]) -> str:
     """The report: results per group, the ordering check, each mechanism, and every cell with its mechanism."""
     first = cells[0]["sweep"]
-    lines = [
-        f"# {title}",
-        "",
+    lines = [f"# {title}", "", *_violations(cells)]
+    lines += [
         f"Sweep file: `{sweep_file}`. {len(cells)} cells; run mode `{first['run_mode']}`; accountant "
         f"`{first['accountant']}` (calibration and the ε below); δ = {first['delta']:g} for every ε. Cells ran for "
         f"{sum(c['seconds'] for c in cells):.0f} s in all (sum of the cells' wall times).",
@@ -227,6 +243,7 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
         lines.append(f"| {g.dataset} | {g.dp_mode} | {_eps(g.target_epsilon)} | {len(g.accuracies)} | "
                      f"{g.mean:.4f} ± {g.spread:.4f} | {_eps(g.epsilon_local)} | "
                      f"{'—' if g.epsilon_central is None else _eps(g.epsilon_central)} |")
+    lines += _audit_section(cells)
     lines += ["", "## Utility ordering (no DP first, then decreasing ε; tolerance: the two groups' sd added)", ""]
     for high, low, holds in ordering(groups):
         lines.append(f"- {high.dataset}, {low.dp_mode}: ε={_eps(high.target_epsilon)} ({high.mean:.4f}) ≥ "
@@ -253,6 +270,54 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
     lines += ["", "## Plots", "", f"![accuracy vs ε]({EPSILON_PLOT})", "", f"![accuracy vs round]({ROUNDS_PLOT})",
               ""]
     return "\n".join(lines)
+
+
+def _violations(cells: list[dict[str, Any]]) -> list[str]:
+    """A loud banner for every cell whose empirical ε lower bound exceeds its claimed ε."""
+    lines = []
+    for cell in cells:
+        audit = cell.get("audit")
+        if audit and audit["violation"]:
+            lines += [f"> **PRIVACY AUDIT FAILED — this is a bug.** Cell `{cell['cell']['id']}`: the one-run "
+                      f"empirical lower bound ε ≥ {audit['one_run']['epsilon_lower_bound']:.3f} exceeds the claimed "
+                      f"ε = {_eps(audit['claimed_epsilon'])} ({audit['claimed_basis']}). The mechanism or its "
+                      f"accounting is wrong; no ε of this run can be trusted.", ""]
+    return lines
+
+
+def _audit_section(cells: list[dict[str, Any]]) -> list[str]:
+    """Per cell: claimed ε for one canary, the one-run lower bound, and each exposure canary's exposure."""
+    audited = [c for c in cells if c.get("audit")]
+    if not audited:
+        return []
+    first = audited[0]["audit"]
+    copies = [e["copies"] for e in first["exposure"]]
+    methods = sorted({e["method"] for c in audited for e in c["audit"]["exposure"]})
+    lines = [
+        "", "## Empirical privacy audit (canaries)", "",
+        f"Canaries were injected in memory only (never into workspace files). Exposure canaries: format "
+        f"`{first['format']}`, |R| = {first['space_size']:,} candidates ({', '.join(methods)}), one secret per copy "
+        f"count, all in workspace `{first['exposure_workspace']}`; measured on the global model as workspace "
+        f"`{first['receiver']}` received it after the last round. Exposure = log2|R| − log2(rank); chance (a "
+        f"random rank) is {first['chance_exposure']:.2f} bits, the maximum {math.log2(first['space_size']):.2f}. "
+        "One-run audit (Steinke, Nasr, Jagielski 2023): m canaries each included by a fair coin, r guesses from "
+        "the drop in log-perplexity since the initial model, v correct, lower bound at the stated confidence and "
+        "δ. Claimed ε: for adding or removing one canary message (local: the canary workspaces' ledger ε; central: "
+        "at z/2, since one canary replaces a workspace's update; both: the smaller).",
+        "",
+        "| cell | DP mode | claimed ε | one-run ε lower bound (v/r of m) | "
+        + " | ".join(f"exposure {k}× (bits)" for k in copies) + " | check |",
+        "|---|---|---|---|" + "---|" * len(copies) + "---|",
+    ]
+    for cell in audited:
+        audit, one_run = cell["audit"], cell["audit"]["one_run"]
+        bound = "—" if one_run is None else (f"{one_run['epsilon_lower_bound']:.3f} ({one_run['correct']}/"
+                                             f"{one_run['guesses']} of {one_run['canaries']}, "
+                                             f"{one_run['confidence']:.0%})")
+        check = "**FAILED (bug)**" if audit["violation"] else ("bound ≤ claim" if one_run else "—")
+        lines.append(f"| {cell['cell']['id']} | {cell['cell']['dp_mode']} | {_eps(audit['claimed_epsilon'])} | "
+                     f"{bound} | " + " | ".join(f"{e['bits']:.2f}" for e in audit["exposure"]) + f" | {check} |")
+    return lines
 
 
 def _cell_row(cell: dict[str, Any]) -> str:

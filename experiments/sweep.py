@@ -5,7 +5,8 @@ Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
 - ``sweep.toml``: the sweep file as given (a resumed sweep must be given the same one);
 - ``datasets/<name>/``: each dataset's workspaces (data only), copied fresh into every cell;
 - ``cells/<cell>/``: ``workspaces/`` (that cell's policies, ledgers, audit logs), ``run/`` (the server's
-  ``metrics.json`` and audit log), and ``metrics.json``: the cell's summary, written last and atomically;
+  ``metrics.json`` and audit log), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
+  its canary audit: ``experiments.canary_audit``), written last and atomically;
 - ``results.csv``, ``plots/accuracy_vs_epsilon.png``, ``plots/accuracy_vs_round.png``, ``report.md``;
 - ``sweep.log``: Optin's and Flower's logs.
 
@@ -32,6 +33,7 @@ from flwr.app import Message
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from experiments.canary_audit import CanaryPlan, audit_model, claimed_epsilon, run_with_canaries
 from experiments.federation import run_federation
 from experiments.flower_sim import run_flower_simulation
 from experiments.report import CELL_METRICS, write_report
@@ -108,12 +110,19 @@ def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = Non
     """Run one prepared cell with the sweep's run mode; write and return its ``metrics.json``."""
     write_config(plan.folder, plan.run_config.to_mapping())
     started = time.monotonic()
-    if sweep.run_mode == "inprocess":
-        run_federation([w.folder for w in plan.workspaces], plan.run_config, observer)
+    folders = [w.folder for w in plan.workspaces]
+    final = None
+    if plan.canaries is not None:
+        final = run_with_canaries(folders, plan.run_config, plan.canaries, observer)
+    elif sweep.run_mode == "inprocess":
+        run_federation(folders, plan.run_config, observer)
     else:
         run_flower_simulation(plan.run_config)
     summary = cell_summary(plan, sweep, load_metrics(Path(plan.run_config.results_dir)),
                            time.monotonic() - started)
+    if plan.canaries is not None and final is not None and sweep.audit is not None:
+        claim = _claim(plan.canaries, plan.cell.dp_mode, summary, sweep)
+        summary["audit"] = audit_model(sweep.audit, plan.canaries, plan.run_config, final, sweep.delta, claim)
     path = plan.folder / CELL_METRICS
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
@@ -169,10 +178,19 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
     }
 
 
+def _claim(canaries: CanaryPlan, dp_mode: str, summary: dict[str, Any], sweep: SweepConfig) -> tuple[float, str]:
+    """The cell's claimed ε for one canary message (``experiments.canary_audit.claimed_epsilon``)."""
+    holders = {c.workspace for c in canaries.one_run} or {canaries.exposure_workspace}
+    local = [w["epsilon"] for w in summary["workspaces"] if w["name"] in holders]
+    central = summary["central"]
+    return claimed_epsilon(dp_mode, local, central["noise_multiplier"] if central else None,
+                           central["releases"] if central else 0, sweep.delta, sweep.accountant)
+
+
 def load_and_run(config: Path, results_root: Path, resume: Path | None,
-                 console: Console | None = None) -> SweepOutcome:
-    """Read the sweep file, open (or resume) its results folder and run it."""
-    sweep = load_sweep(config)
+                 console: Console | None = None, audit: bool = False) -> SweepOutcome:
+    """Read the sweep file, open (or resume) its results folder and run it (``audit``: with canaries, by default)."""
+    sweep = load_sweep(config, audit)
     return run_sweep(sweep, open_run_dir(sweep, results_root, resume), console)
 
 

@@ -18,6 +18,9 @@ Guarantees (all established before any training of the sweep starts):
   Gaussian releases at sampling rate 1 (no amplification: the cohort is every consenting node).
 - **No local noise** (``none``, ``central``): the policy's floor is 0 and its ``max_epsilon`` is written
   out as ``inf`` (an explicit "no budget"), so the node releases without local noise and records ε = ∞.
+- **Audit canaries** (with an ``[audit]`` table): each cell draws its canaries from its seed
+  (``experiments.canary_audit.plan_canaries``) before calibration, and each workspace's N counts the
+  canaries injected into it, so the sampling rate and ε are those of the mechanism that runs.
 - Every policy written is read back with the node's own reader and must come back unchanged, and
   δ must be below 1/N for the unit it protects (each workspace's N training messages under local
   DP; the number of workspaces under central DP); otherwise a ``ConfigError`` names the sweep
@@ -35,6 +38,7 @@ from pathlib import Path
 
 from clients.round_plan import poisson_rate
 from clients.workspace_node import WorkspaceNode
+from experiments.canary_audit import CanaryPlan, plan_canaries
 from experiments.sweep_config import Cell, Dataset, SweepConfig, SyntheticDataset
 from federated.config import CENTRAL_MODES, RunConfig
 from federated.data import PARTITIONS, SyntheticSpec, build_irc_workspaces, generate_federation, irc_corpus_dir
@@ -72,6 +76,8 @@ class CellPlan:
     run_config: RunConfig
     workspaces: tuple[WorkspacePlan, ...]
     central: Calibration | None
+    canaries: CanaryPlan | None = None
+    """The audit's canaries; ``None`` without an ``[audit]`` table."""
 
 
 def build_dataset(dataset: Dataset, folder: Path) -> list[Path]:
@@ -102,9 +108,17 @@ def prepare_cell(sweep: SweepConfig, cell: Cell, dataset_folders: list[Path], fo
                      central_noise_multiplier=central.noise_multiplier if central else 0.0,
                      central_clipping_norm=sweep.central_clipping_norm, central_delta=sweep.delta,
                      min_available_nodes=len(copies), workspaces_root=str(root), results_dir=str(folder / "run"))
-    workspaces = tuple(_prepare_workspace(sweep, cell, config, copy, _training_units(source, config))
-                       for source, copy in zip(dataset_folders, copies, strict=True))
-    return CellPlan(cell, folder, config, workspaces, central)
+    canaries = None
+    if sweep.audit is not None:
+        try:
+            canaries = plan_canaries(sweep.audit, [c.name for c in copies], cell.seed)
+        except ValueError as exc:
+            raise ConfigError(f"{sweep.source}: key 'audit.workspace': {exc} (dataset {cell.dataset!r})") from exc
+    workspaces = tuple(
+        _prepare_workspace(sweep, cell, config, copy, _training_units(source, config)
+                           + (len(canaries.injected(copy.name)) if canaries else 0))
+        for source, copy in zip(dataset_folders, copies, strict=True))
+    return CellPlan(cell, folder, config, workspaces, central, canaries)
 
 
 def _prepare_workspace(sweep: SweepConfig, cell: Cell, config: RunConfig, folder: Path,

@@ -23,10 +23,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from experiments.canary_audit import ONE_RUN_FORMAT, AuditSpec
 from federated.config import RunConfig
 from federated.data import PARTITIONS, irc_corpus_dir, resolve_data_root
 from federated.errors import ConfigError, DataError
 from federated.privacy.accounting import ACCOUNTANTS
+from federated.privacy.canaries import CanaryFormat
 
 FINITE_MODES = ("local", "central", "both")
 RUN_MODES = ("inprocess", "flower-sim")
@@ -52,7 +54,8 @@ class IrcDataset:
     """IRC Disentanglement workspaces (``federated.data.build_irc_workspaces``); every workspace consents.
 
     ``path`` is the data root holding ``irc-disentanglement/`` (relative paths are relative to the
-    sweep file; without it, ``$OPTIN_DATA`` or ``../shared/data`` beside the repository); ``partitions`` picks workspaces by name (empty: all); ``max_lines`` caps each one.
+    sweep file; without it, ``$OPTIN_DATA`` or ``../shared/data`` beside the repository);
+    ``partitions`` picks workspaces by name (empty: all); ``max_lines`` caps each one.
     """
 
     name: str
@@ -96,6 +99,8 @@ class SweepConfig:
     datasets: tuple[Dataset, ...]
     run: RunConfig
     """The settings every cell shares (``[run]``); the per-cell keys are filled in for each cell."""
+    audit: AuditSpec | None = None
+    """The canary audit every cell runs (``[audit]``); ``None``: no audit."""
 
     def cells(self) -> list[Cell]:
         """The grid, in a stable order: dataset, then DP mode, then target ε (large to small), then seed."""
@@ -118,14 +123,19 @@ def format_epsilon(value: float) -> str:
     return "inf" if math.isinf(value) else format(value, "g")
 
 
-def load_sweep(path: Path) -> SweepConfig:
-    """Read and validate a sweep file; ``ConfigError`` names the file, the key, the value and the expectation."""
+def load_sweep(path: Path, audit: bool = False) -> SweepConfig:
+    """Read and validate a sweep file; ``ConfigError`` names the file, the key, the value and the expectation.
+
+    With ``audit``, a file without an ``[audit]`` table gets the default canary audit.
+    """
     try:
         raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: sweep file not found") from exc
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable TOML file ({exc})") from exc
+    if audit:
+        raw.setdefault("audit", {})
     return parse_sweep(raw, Path(path))
 
 
@@ -133,7 +143,7 @@ def parse_sweep(raw: dict[str, Any], source: Path) -> SweepConfig:
     """Validate a parsed sweep table read from ``source``."""
     check = _Checker(source)
     check.keys(raw, "", {"name", "target-epsilons", "seeds", "dp-modes", "delta", "accountant", "run-mode",
-                         "run", "central", "datasets"})
+                         "run", "central", "datasets", "audit"})
     name = check.get(raw, "name", "a name of letters, digits, '-' and '_'", _is_name, "sweep")
     targets = check.get(raw, "target-epsilons", "a non-empty list of distinct numbers > 0 (inf: no DP)",
                         lambda v: _is_list(v, lambda e: _is_number(e) and e > 0), None, required=True)
@@ -158,11 +168,61 @@ def parse_sweep(raw: dict[str, Any], source: Path) -> SweepConfig:
     names = [d.name for d in datasets]
     if len(set(names)) != len(names):
         check.fail("datasets", names, "distinct dataset names (set 'name' on each [[datasets]] table)")
+    audit = parse_audit(check, raw["audit"], run) if "audit" in raw else None
+    if audit is not None and run_mode != "inprocess":
+        check.fail("run-mode", run_mode, "'inprocess' with an [audit] table (canaries are injected in memory into "
+                                         "in-process nodes)")
     return SweepConfig(source=source, name=name, target_epsilons=tuple(sorted({float(e) for e in targets},
                                                                               reverse=True)),
                        seeds=tuple(seeds), dp_modes=tuple(modes) if finite else (), delta=float(delta),
                        accountant=accountant, run_mode=run_mode, central_clipping_norm=float(clip),
-                       datasets=datasets, run=run)
+                       datasets=datasets, run=run, audit=audit)
+
+
+def parse_audit(check: _Checker, table: Any, run: RunConfig) -> AuditSpec:
+    """The ``[audit]`` table; every key is optional (``AuditSpec``'s defaults)."""
+    if not isinstance(table, dict):
+        check.fail("audit", table, "a table")
+    default = AuditSpec()
+    fmt = default.canary_format
+    check.keys(table, "audit.", {"workspace", "template", "alphabet", "length", "separator", "repeats", "exact-limit",
+                                 "samples", "one-run-canaries", "guesses", "confidence"})
+
+    def get(key: str, expected: str, valid: Any, value: Any) -> Any:
+        return check.get(table, key, expected, valid, value, prefix="audit.")
+
+    def count(minimum: int) -> Any:
+        return lambda v: _is_int(v) and v >= minimum
+
+    text = get("template", "a string with exactly one '{}' and no other braces",
+               lambda v: isinstance(v, str) and v.count("{}") == 1 and "{" not in v.replace("{}", "", 1), fmt.template)
+    alphabet = get("alphabet", "a string of at least 2 distinct characters",
+                   lambda v: isinstance(v, str) and len(v) >= 2 and len(set(v)) == len(v), fmt.alphabet)
+    length = get("length", "an integer >= 1", count(1), fmt.length)
+    separator = get("separator", "a string", lambda v: isinstance(v, str), fmt.separator)
+    canary_format = CanaryFormat(text, alphabet, length, separator)
+    repeats = get("repeats", "a non-empty list of distinct integers >= 1 (copies of each exposure canary)",
+                  lambda v: _is_list(v, count(1)), list(default.repeats))
+    if len(repeats) > canary_format.space_size:
+        check.fail("audit.repeats", repeats, f"at most {canary_format.space_size} canaries (the format's space)")
+    one_run = get("one-run-canaries", "0 (no one-run audit) or an integer >= 2",
+                  lambda v: _is_int(v) and (v == 0 or v >= 2), default.one_run_canaries)
+    guesses = get("guesses", f"an even integer from 2 to one-run-canaries ({one_run})",
+                  lambda v: _is_int(v) and v % 2 == 0 and 2 <= v <= one_run,
+                  min(default.guesses, one_run - one_run % 2))
+    for fmt_ in (canary_format, ONE_RUN_FORMAT if one_run else None):
+        if fmt_ is not None and len(fmt_.text([0] * fmt_.length).encode("utf-8")) > run.seq_len:
+            check.fail("audit.template", fmt_.template, f"canaries of at most seq-len = {run.seq_len} bytes, got "
+                                                        f"{fmt_.text([0] * fmt_.length)!r}")
+    return AuditSpec(
+        workspace=get("workspace", "an integer >= 0 (index of the workspace holding the exposure canaries)",
+                      count(0), default.workspace),
+        canary_format=canary_format, repeats=tuple(repeats),
+        exact_limit=get("exact-limit", "an integer >= 1", count(1), default.exact_limit),
+        samples=get("samples", "an integer >= 100", count(100), default.samples),
+        one_run_canaries=one_run, guesses=guesses,
+        confidence=get("confidence", "a number in (0, 1)", lambda v: _is_number(v) and 0 < v < 1,
+                       default.confidence))
 
 
 class _Checker:

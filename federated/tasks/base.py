@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -36,6 +37,10 @@ class Task(Protocol):
 
     def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean over the batch of each sample's own loss (Opacus' ``loss_reduction="mean"``)."""
+        ...
+
+    def score_texts(self, model: nn.Module, texts: Sequence[str]) -> np.ndarray:
+        """Log-perplexity (total negative log-likelihood) of each text under ``model``: canary audits rank by it."""
         ...
 
     def evaluate(self, model: nn.Module, data: TensorDataset) -> dict[str, float]:

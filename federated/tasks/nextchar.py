@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -142,6 +143,23 @@ class NextCharTask:
         counts = (targets != IGNORE).sum(dim=1).clamp(min=1)
         # Each message's mean token loss, then the batch mean: each message is one DP sample.
         return (per_token.sum(dim=1) / counts).mean()
+
+    @torch.no_grad()
+    def score_texts(self, model: nn.Module, texts: Sequence[str], batch_size: int = 1024) -> np.ndarray:
+        """Total negative log-likelihood (nats) of each text's bytes; texts longer than ``seq_len`` bytes are
+        an error, since the model never sees their tail."""
+        too_long = [t for t in texts if len(t.encode("utf-8")) > self.seq_len]
+        if too_long:
+            raise ValueError(f"{too_long[0]!r} is {len(too_long[0].encode('utf-8'))} bytes; the model scores at "
+                             f"most seq_len={self.seq_len}")
+        model.eval()
+        scores = []
+        for start in range(0, len(texts), batch_size):
+            inputs, targets = self.encode(texts[start:start + batch_size]).tensors
+            logits = model(inputs)
+            per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
+            scores.append(per_token.sum(dim=1).double().numpy())
+        return np.concatenate(scores) if scores else np.zeros(0)
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, data: TensorDataset, batch_size: int = 256) -> dict[str, float]:

@@ -55,13 +55,16 @@ def test_the_grid_runs_no_dp_once_per_seed_and_every_finite_target_per_mode(tmp_
 
 
 def test_the_shipped_configs_are_valid() -> None:
-    configs = sorted((Path(__file__).parents[2] / "experiments" / "configs").glob("sweep_*.toml"))
-    assert configs
+    folder = Path(__file__).parents[2] / "experiments" / "configs"
+    configs = sorted([*folder.glob("sweep_*.toml"), *folder.glob("audit_*.toml")])
+    assert len(configs) >= 3
     corpus_here = (resolve_data_root() / "irc-disentanglement" / "data").is_dir()
     for path in configs:
         if 'kind = "irc"' in path.read_text(encoding="utf-8") and not corpus_here:
             continue  # needs the IRC corpus, which this machine does not have (test_sweep_irc skips too)
-        assert load_sweep(path).cells()
+        sweep = load_sweep(path)
+        assert sweep.cells()
+        assert (sweep.audit is not None) == path.name.startswith("audit_")
 
 
 @pytest.mark.parametrize("old, new, key, value, expected", [
@@ -78,6 +81,17 @@ def test_the_shipped_configs_are_valid() -> None:
     ('kind = "synthetic"', 'kind = "irc"\npath = "no/such/folder"', "datasets[0].path", "'no/such/folder'",
      "a data root holding irc-disentanglement/data"),
     ('kind = "synthetic"', 'kind = "tweets"', "datasets[0].kind", "'tweets'", "'synthetic' or 'irc'"),
+    ("max-messages = 120\n", "max-messages = 120\n[audit]\ncopies = 3\n", "audit.copies", None, "expected one of"),
+    ("max-messages = 120\n", 'max-messages = 120\n[audit]\ntemplate = "my pin"\n', "audit.template", "'my pin'",
+     "exactly one '{}'"),
+    ("max-messages = 120\n", "max-messages = 120\n[audit]\none-run-canaries = 10\nguesses = 20\n", "audit.guesses",
+     "20", "an even integer from 2 to one-run-canaries (10)"),
+    ("max-messages = 120\n", "max-messages = 120\n[audit]\nlength = 40\n", "audit.template", None,
+     "canaries of at most seq-len = 64 bytes"),
+    ("max-messages = 120\n", "max-messages = 120\n[audit]\nrepeats = [0]\n", "audit.repeats", "[0]",
+     "integers >= 1"),
+    ("delta = 1e-5", 'delta = 1e-5\nrun-mode = "flower-sim"\n[audit]\n', "run-mode", "'flower-sim'",
+     "canaries are injected in memory"),
 ])
 def test_bad_keys_and_values_name_file_key_value_and_expectation(tmp_path: Path, old: str, new: str, key: str,
                                                                   value: str | None, expected: str) -> None:
@@ -91,6 +105,13 @@ def test_bad_keys_and_values_name_file_key_value_and_expectation(tmp_path: Path,
     assert str(path) in message and repr(key) in message and expected in message
     if value is not None:
         assert value in message
+
+
+def test_an_audit_workspace_beyond_the_dataset_stops_before_any_training(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + "\n[audit]\nworkspace = 2\n")
+    with pytest.raises(ConfigError, match=r"'audit.workspace': audit workspace 2: expected an index below 2"):
+        load_and_run(path, tmp_path / "results", None)
+    assert not list((tmp_path / "results").glob("*/cells/*/workspaces/*/ledger.sqlite"))
 
 
 def test_delta_not_below_one_over_n_stops_before_any_training(tmp_path: Path) -> None:

@@ -1,0 +1,59 @@
+"""``optin audit canaries CONFIG``: a sweep with a canary audit in every cell, and its verdict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from experiments.cli_common import console, fail
+from experiments.report import load_cells
+from experiments.sweep import load_and_run
+from federated.errors import OptinError
+
+AUDIT_FAILED_EXIT = 2
+
+
+def canaries(
+    config: Path = typer.Argument(..., help="Sweep file (TOML); its [audit] table sets the canaries (defaults "
+                                            "without one). E.g. experiments/configs/audit_canaries.toml."),
+    results: Path = typer.Option(Path("results"), help="Folder under which the results folder is created."),
+    resume: Path | None = typer.Option(None, help="Finish this earlier results folder of the same file."),
+) -> None:
+    """Train every cell with canaries injected in memory; report exposure and the one-run ε lower bound.
+
+    Exit code 2 (and a red banner) when any empirical lower bound exceeds its claimed ε: that is a bug.
+
+    Example: optin audit canaries experiments/configs/audit_canaries.toml
+    """
+    try:
+        outcome = load_and_run(config, results, resume, console, audit=True)
+    except OptinError as exc:
+        fail(exc)
+    cells = [c for c in load_cells(outcome.run_dir) if c.get("audit")]
+    copies = [e["copies"] for e in cells[0]["audit"]["exposure"]] if cells else []
+    table = Table(title=f"Canary audit: claimed ε for one canary message vs the empirical lower bound; exposure in "
+                        f"bits (chance {cells[0]['audit']['chance_exposure']:.2f})" if cells else "Canary audit")
+    for column in ("cell", "claimed ε", "ε lower bound", *(f"exp. {k}×" for k in copies), "check"):
+        table.add_column(column, justify="left" if column == "cell" else "right", no_wrap=column == "cell")
+    failed = []
+    for cell in cells:
+        audit, one_run = cell["audit"], cell["audit"]["one_run"]
+        if audit["violation"]:
+            failed.append(cell["cell"]["id"])
+        table.add_row(cell["cell"]["id"], _eps(audit["claimed_epsilon"]),
+                      "-" if one_run is None else f"{one_run['epsilon_lower_bound']:.3f}",
+                      *(f"{e['bits']:.2f}" for e in audit["exposure"]),
+                      "[bold red]FAILED[/]" if audit["violation"] else "ok")
+    console.print(table)
+    console.print(f"Results: {outcome.run_dir}  (report.md, results.csv, cells/*/metrics.json)", soft_wrap=True,
+                  highlight=False)
+    if failed:
+        console.print(f"[bold red]PRIVACY AUDIT FAILED in {len(failed)} cell(s): {', '.join(failed)}. An empirical "
+                      f"lower bound exceeds the claimed ε: a bug in the mechanism or its accounting.[/]")
+        raise typer.Exit(AUDIT_FAILED_EXIT)
+
+
+def _eps(value: float) -> str:
+    return "∞" if value == float("inf") else f"{value:.3f}"
