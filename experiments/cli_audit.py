@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from experiments.cli_common import console, fail
-from experiments.report import load_cells
+from experiments.report import audit_failures, load_cells
 from experiments.sweep import load_and_run
 from federated.errors import OptinError
 
@@ -37,11 +38,8 @@ def canaries(
                         f"bits (chance {cells[0]['audit']['chance_exposure']:.2f})" if cells else "Canary audit")
     for column in ("cell", "claimed ε", "ε lower bound", *(f"exp. {k}×" for k in copies), "check"):
         table.add_column(column, justify="left" if column == "cell" else "right", no_wrap=column == "cell")
-    failed = []
     for cell in cells:
         audit, one_run = cell["audit"], cell["audit"]["one_run"]
-        if audit["violation"]:
-            failed.append(cell["cell"]["id"])
         table.add_row(cell["cell"]["id"], _eps(audit["claimed_epsilon"]),
                       "-" if one_run is None else f"{one_run['epsilon_lower_bound']:.3f}",
                       *(f"{e['bits']:.2f}" for e in audit["exposure"]),
@@ -49,6 +47,12 @@ def canaries(
     console.print(table)
     console.print(f"Results: {outcome.run_dir}  (report.md, results.csv, cells/*/metrics.json)", soft_wrap=True,
                   highlight=False)
+    exit_if_audit_failed(cells)
+
+
+def exit_if_audit_failed(cells: list[dict[str, Any]]) -> None:
+    """Print a red verdict and exit with ``AUDIT_FAILED_EXIT`` if any cell's lower bound exceeds its claim."""
+    failed = audit_failures(cells)
     if failed:
         console.print(f"[bold red]PRIVACY AUDIT FAILED in {len(failed)} cell(s): {', '.join(failed)}. An empirical "
                       f"lower bound exceeds the claimed ε: a bug in the mechanism or its accounting.[/]")

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from experiments.cli_audit import exit_if_audit_failed
 from experiments.cli_common import console, fail
 from experiments.report import load_cells, summarize
 from experiments.sweep import load_and_run
@@ -20,6 +21,8 @@ def sweep(
                                                   "cells are kept, the others run."),
 ) -> None:
     """Train every cell of the grid (target ε × seeds × DP modes × datasets) and write CSV, plots and a report.
+
+    With an [audit] table every cell also runs a canary audit; exit code 2 if a lower bound exceeds its claim.
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """
@@ -41,6 +44,7 @@ def sweep(
                   f"{outcome.seconds:.0f} s.", highlight=False)
     console.print(f"Results: {outcome.run_dir}  (report.md, results.csv, plots/, cells/*/metrics.json)",
                   soft_wrap=True, highlight=False)
+    exit_if_audit_failed(load_cells(outcome.run_dir))
 
 
 def _eps(value: float) -> str:

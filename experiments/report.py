@@ -272,6 +272,11 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
     return "\n".join(lines)
 
 
+def audit_failures(cells: list[dict[str, Any]]) -> list[str]:
+    """Ids of the cells whose empirical ε lower bound exceeds their claimed ε (a bug, never a result)."""
+    return [c["cell"]["id"] for c in cells if c.get("audit") and c["audit"]["violation"]]
+
+
 def _violations(cells: list[dict[str, Any]]) -> list[str]:
     """A loud banner for every cell whose empirical ε lower bound exceeds its claimed ε."""
     lines = []
