@@ -10,7 +10,9 @@ The node enforces its own privacy, whatever the server asks:
 - The lifetime budget is checked before training: if the round would take the ledger's ε past
   ``max_epsilon``, the node refuses. A ledger that cannot be trusted means no training.
 - Each release is written to the ledger (one transaction) and the audit log *before* the reply
-  leaves, so a crash never loses a release that was sent.
+  leaves, so a crash never loses a release that was sent. If either write fails (a full disk, an
+  I/O error), the node replies with a refusal (``ledger-write-failed``, ``audit-unwritable``) and the
+  model is not sent; a release the ledger recorded but the node did not send only costs budget.
 
 What a reply may carry: the consent answer (``federated.protocol.CONSENT_FIELDS``), the model arrays after local
 DP-SGD, and the scalar metrics in ``federated.protocol.TRAIN_METRICS`` / ``EVAL_METRICS``. Never text, names or
@@ -30,7 +32,7 @@ from clients.ingress import GuardedClientApp, ingress_check
 from clients.round_plan import plan_round
 from clients.train_config import parse_train_config
 from clients.workspace_node import WorkspaceNode
-from federated.audit import fingerprint, update_norm
+from federated.audit import AuditError, fingerprint, update_norm
 from federated.config import RunConfig
 from federated.errors import BudgetError, OptinError
 from federated.protocol import CONSENT_KEY, REFUSED_CODE
@@ -98,11 +100,15 @@ def train(msg: Message, context: Context) -> Message:
 
     arrays = ArrayRecord(outcome.state_dict)
     size, digest = fingerprint(arrays)
-    node.audit().append("release", run_id=str(context.run_id), round=server_round, bytes=size, sha256=digest,
-                        l2_norm=update_norm(arrays, msg.content["arrays"]), steps=outcome.steps,
-                        sample_rate=outcome.sample_rate, noise_multiplier=plan.settings.noise_multiplier,
-                        max_grad_norm=plan.settings.max_grad_norm, epsilon_total=release.epsilon_total,
-                        delta=policy.delta, privacy_unit=policy.privacy_unit)
+    try:
+        node.audit().append("release", run_id=str(context.run_id), round=server_round, bytes=size, sha256=digest,
+                            l2_norm=update_norm(arrays, msg.content["arrays"]), steps=outcome.steps,
+                            sample_rate=outcome.sample_rate, noise_multiplier=plan.settings.noise_multiplier,
+                            max_grad_norm=plan.settings.max_grad_norm, epsilon_total=release.epsilon_total,
+                            delta=policy.delta, privacy_unit=policy.privacy_unit)
+    except AuditError as exc:
+        # Nothing leaves unlogged; the ledger already counts this release, so its budget stays spent.
+        return _refuse(node, msg, context, _refusal_code(exc), str(exc))
     log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f; lifetime ε=%.3f (δ=%g)", node.name,
              server_round, outcome.steps, outcome.sample_rate, plan.settings.noise_multiplier,
              release.epsilon_total, policy.delta)
@@ -142,11 +148,16 @@ def evaluate(msg: Message, context: Context) -> Message:
 def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, detail: str = "") -> Message:
     """An error reply with a fixed reason code; the detail stays in the node's log and audit log."""
     log.warning("workspace %s: refused %s (%s) %s", node.name, msg.metadata.message_type, reason, detail)
-    node.audit().append("refusal", run_id=str(context.run_id), round=msg.metadata.group_id,
-                        message_type=msg.metadata.message_type, reason=reason, detail=detail)
+    try:
+        node.audit().append("refusal", run_id=str(context.run_id), round=msg.metadata.group_id,
+                            message_type=msg.metadata.message_type, reason=reason, detail=detail)
+    except AuditError as exc:
+        # The refusal goes out whether or not it could be logged (the same full disk may block both).
+        log.error("workspace %s: could not audit the refusal: %s", node.name, exc)
     return Message(Error(REFUSED_CODE, f"refused: {reason}"), reply_to=msg)
 
 
 def _refusal_code(exc: OptinError) -> str:
     return {"BudgetError": "budget-exhausted", "LedgerError": "ledger-unsound", "ConfigError": "bad-config",
-            "DataError": "data-error", "PolicyError": "policy-invalid"}.get(type(exc).__name__, "refused")
+            "DataError": "data-error", "PolicyError": "policy-invalid", "LedgerWriteError": "ledger-write-failed",
+            "AuditError": "audit-unwritable"}.get(type(exc).__name__, "refused")

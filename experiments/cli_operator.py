@@ -15,7 +15,7 @@ import typer
 from rich.table import Table
 
 from experiments.cli_common import console, fail
-from federated.audit import AUDIT_FILE, read_entries, verify
+from federated.audit import AUDIT_FILE, read_entries, repair, verify
 from federated.errors import OptinError
 from federated.privacy.ledger import LEDGER_FILE, Ledger
 from federated.privacy.one_run_audit import epsilon_lower_bound
@@ -162,6 +162,34 @@ def audit_verify(path: Path = typer.Argument(..., help="An audit log, or a folde
     if not result.ok:
         fail(f"{log_path}: audit log does not verify ({len(result.problems)} problem(s))")
     console.print(f"{log_path}: {result.entries} entries, chain intact")
+
+
+@audit_app.command("repair")
+def audit_repair(path: Path = typer.Argument(..., help="An audit log, or a folder holding audit.jsonl.")) -> None:
+    """Recover a log whose last append was cut short by a crash; refuse (exit 1, nothing changed) anything else.
+
+    A torn last line is moved, never deleted, to audit.jsonl.torn-<UTC time> next to the log; a head file behind
+    the log is moved forward; a `repair` entry records what was done. Stop the workspace's node first.
+
+    Example: optin audit repair ./acme
+    """
+    log_path = path / AUDIT_FILE if path.is_dir() else path
+    try:
+        done = repair(log_path)
+    except OptinError as exc:
+        fail(exc)
+    if done.torn_file is not None:
+        console.print(f"{log_path}: moved {done.torn_bytes} torn bytes (sha256 {done.torn_sha256}) to "
+                      f"{done.torn_file}", highlight=False)
+    if done.head_fixed:
+        console.print(f"{log_path}: the head file was behind the log; it now names the last entry", highlight=False)
+    if done.entry is not None:
+        console.print(f"{log_path}: repair recorded as entry {done.entry['seq']}", highlight=False)
+    result = verify(log_path)
+    if not result.ok:
+        fail(f"{log_path}: still does not verify: {'; '.join(result.problems)}")
+    console.print(f"{log_path}: {'repaired' if done.entry else 'nothing to repair'}; {result.entries} entries, "
+                  "chain intact", highlight=False)
 
 
 @audit_app.command("show")

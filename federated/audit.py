@@ -9,6 +9,11 @@ Guarantee: ``verify`` detects an edited entry (its hash no longer matches), a de
 entry (``seq`` or ``prev`` breaks), and a deleted tail (the head file names an entry that is gone).
 It is tamper-evident against edits of the log alone; someone who rewrites the log *and* its head
 file consistently is not detected (publish the head elsewhere for that).
+
+An append either adds one whole line and moves the head to it, or raises ``AuditError`` and leaves
+the log and head as they were (a failed write, e.g. a full disk, is truncated away). Only a crash
+mid-append can leave a torn last line, or complete entries after the one the head names; ``repair``
+recovers exactly those two states and refuses everything else.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,12 +33,15 @@ from flwr.app import ArrayRecord
 
 from federated.errors import OptinError
 
+log = logging.getLogger("optin.audit")
+
 GENESIS = "0" * 64
+_CHAIN_KEYS = frozenset({"seq", "time", "kind", "prev", "hash"})
 AUDIT_FILE = "audit.jsonl"
 
 
 class AuditError(OptinError):
-    """The audit log cannot be appended to (it is unreadable or already broken)."""
+    """The audit log cannot be appended to or repaired (unreadable, broken, or the write failed)."""
 
 
 def _digest(entry: dict[str, Any]) -> str:
@@ -44,8 +53,37 @@ def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
+def _write_head(path: Path, seq: int, digest: str) -> None:
+    """Point the head file at entry ``seq``: written to a temporary file, synced, then renamed over the head,
+    so after a crash the head names either the old entry or the new one, never a half-written file."""
+    head = _head_path(path)
+    tmp = head.with_suffix(".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, json.dumps({"seq": seq, "hash": digest}).encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(head)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written; a short write is retried so the OS reports its error."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 class AuditLog:
-    """Appends entries to one audit log file; refuses to extend a log whose last line is not sound."""
+    """Appends entries to one audit log file; refuses to extend a log whose last line is not sound.
+
+    ``append`` either writes the whole entry and moves the head to it, or raises ``AuditError`` having
+    truncated the log back to its length before the call (assumption: one writer at a time per log).
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -55,34 +93,109 @@ class AuditLog:
         entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), "kind": kind, **fields,
                  "prev": prev}
         entry["hash"] = _digest(entry)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        head = _head_path(self.path)
-        tmp = head.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seq": entry["seq"], "hash": entry["hash"]}), encoding="utf-8")
-        tmp.replace(head)
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise AuditError(f"{self.path}: cannot open the audit log for writing ({exc.strerror or exc})") from exc
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                # Unbuffered writes: after a failure no buffered remainder can be flushed past the truncation.
+                _write_all(fd, line)
+                os.fsync(fd)
+                _write_head(self.path, seq, entry["hash"])
+            except OSError as exc:
+                state = ("the log is left as it was" if _truncate(fd, start) else
+                         f"part of the entry may remain: `optin audit repair {self.path}` recovers it")
+                raise AuditError(f"{self.path}: could not append a {kind!r} entry ({exc.strerror or exc}); "
+                                 f"{state}") from exc
+        finally:
+            os.close(fd)
         return entry
+
+    def append_many(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """Append ``(kind, fields)`` entries in order, with one write, one ``fsync`` and one head update.
+
+        The entries are chained exactly as that many ``append`` calls would chain them (``verify`` cannot
+        tell the difference) and share one ``time``. All or nothing, like ``append``: if the write fails,
+        the log is truncated back to its length before the call and ``AuditError`` is raised. A crash during
+        the call can leave a torn last line, or complete entries of the batch past the entry the head names
+        (the next append moves the head past them).
+        Raises ``ValueError`` if fields use a key the chain owns (``seq``, ``time``, ``kind``, ``prev``, ``hash``).
+        """
+        if not entries:
+            return []
+        for kind, fields in entries:
+            if reserved := _CHAIN_KEYS & set(fields):
+                raise ValueError(f"audit entry {kind!r}: fields may not use the chain's keys {sorted(reserved)}")
+        seq, prev = self._tail()
+        now = dt.datetime.now(dt.timezone.utc).isoformat()
+        written = []
+        for kind, fields in entries:
+            entry = {"seq": seq, "time": now, "kind": kind, **fields, "prev": prev}
+            entry["hash"] = _digest(entry)
+            written.append(entry)
+            seq, prev = seq + 1, entry["hash"]
+        data = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in written).encode()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise AuditError(f"{self.path}: cannot open the audit log for writing ({exc.strerror or exc})") from exc
+        try:
+            start = os.fstat(fd).st_size
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+                _write_head(self.path, written[-1]["seq"], written[-1]["hash"])
+            except OSError as exc:
+                state = ("the log is left as it was" if _truncate(fd, start) else
+                         f"part of the entries may remain: `optin audit repair {self.path}` recovers it")
+                raise AuditError(f"{self.path}: could not append {len(written)} entries ({exc.strerror or exc}); "
+                                 f"{state}") from exc
+        finally:
+            os.close(fd)
+        return written
 
     def _tail(self) -> tuple[int, str]:
         if not self.path.exists():
             return 0, GENESIS
-        last = _last_line(self.path)
+        try:
+            last, complete = _last_line(self.path)
+        except OSError as exc:
+            raise AuditError(f"{self.path}: cannot read the audit log ({exc.strerror or exc})") from exc
         if last is None:
             return 0, GENESIS
+        if not complete:
+            raise AuditError(f"{self.path}: the last line is incomplete (torn by a crash?); check it with "
+                             f"`optin audit verify {self.path}` and recover with `optin audit repair {self.path}`")
         try:
             entry = json.loads(last)
             if _digest(entry) != entry["hash"]:
                 raise ValueError("hash mismatch")
             return int(entry["seq"]) + 1, str(entry["hash"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise AuditError(f"{self.path}: last entry is damaged ({exc}); run `optin audit verify` on it") from exc
+            raise AuditError(f"{self.path}: last entry is damaged ({exc}); run `optin audit verify` on it "
+                             "(`optin audit repair` recovers a line torn by a crash)") from exc
 
 
-def _last_line(path: Path, chunk: int = 8192) -> bytes | None:
-    """The file's last non-blank line (without trailing whitespace), or None if every line is blank.
+def _truncate(fd: int, size: int) -> bool:
+    """Cut a failed append back off (shrinking a file needs no free space); False if even that failed: the
+    torn line then stays, the next append refuses it, and ``repair`` recovers it."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        log.exception("could not cut a failed append back off the audit log")
+        return False
+    return True
+
+
+def _last_line(path: Path, chunk: int = 8192) -> tuple[bytes | None, bool]:
+    """The file's last non-blank line (without trailing whitespace), or None if every line is blank; and
+    whether the file ends with a newline (an append that did not finish leaves a line without one).
 
     Read backwards from the end, ``chunk`` bytes at a time, so an append costs the same whatever the
     log's length (a server's log gains several entries per node and round).
@@ -98,8 +211,8 @@ def _last_line(path: Path, chunk: int = 8192) -> bytes | None:
             content = tail.rstrip()
             start = content.rfind(b"\n")
             if content and (start >= 0 or position == 0):
-                return content[start + 1:]
-    return None
+                return content[start + 1:], tail.endswith(b"\n")
+    return None, True
 
 
 @dataclass
@@ -131,40 +244,182 @@ def verify(path: Path) -> Verification:
     if not path.exists():
         result.problems.append(f"{path}: no such audit log")
         return result
-    prev, expected_seq = GENESIS, 0
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                entry = json.loads(line)
-                seq, stored_hash, stored_prev = entry["seq"], entry["hash"], entry["prev"]
-            except (ValueError, KeyError, TypeError):
-                result.problems.append(f"{where}: not a valid audit entry")
-                prev, expected_seq = "?", expected_seq + 1
-                continue
-            result.entries += 1
-            if _digest(entry) != stored_hash:
-                result.problems.append(f"{where}: entry {seq} was edited (hash mismatch)")
-            if seq != expected_seq:
-                result.problems.append(f"{where}: expected entry {expected_seq}, found {seq} "
-                                       "(an entry was deleted, inserted or reordered)")
-            if stored_prev != prev:
-                result.problems.append(f"{where}: entry {seq} does not follow the entry before it")
-            prev, expected_seq = stored_hash, seq + 1
+    chain = _check_chain(path, path.read_bytes().split(b"\n"), result)
+    expected_seq, prev = (chain[-1][0] + 1, chain[-1][1]) if chain else (0, GENESIS)
     head = _head_path(path)
-    if head.exists():
-        try:
-            anchor = json.loads(head.read_text(encoding="utf-8"))
-            if (anchor["seq"], anchor["hash"]) != (expected_seq - 1, prev):
-                result.problems.append(f"{head}: the log should end at entry {anchor['seq']} "
-                                       f"but ends at {expected_seq - 1} (entries removed from the end?)")
-        except (ValueError, KeyError, TypeError):
-            result.problems.append(f"{head}: unreadable head file")
+    try:
+        anchor = _read_head(path)
+    except AuditError as exc:
+        result.problems.append(str(exc))
+        return result
+    if anchor is not None:
+        if anchor != (expected_seq - 1, prev):
+            why = ("entries removed from the end?" if anchor[0] >= expected_seq - 1 else
+                   "a crash between writing entries and updating the head? `optin audit repair` moves the head "
+                   "forward")
+            result.problems.append(f"{head}: the log should end at entry {anchor[0]} "
+                                   f"but ends at {expected_seq - 1} ({why})")
     elif result.entries:
         result.problems.append(f"{head}: missing head file")
     return result
+
+
+def _check_chain(path: Path, lines: list[bytes], result: Verification) -> list[tuple[int, str]]:
+    """Check each non-blank line's hash and the ``seq``/``prev`` chain (numbering lines from 1), adding every
+    problem to ``result``; returns ``(seq, hash)`` of each entry in order (an unreadable line: its expected
+    seq and "?")."""
+    chain: list[tuple[int, str]] = []
+    prev, expected_seq = GENESIS, 0
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            entry = json.loads(line)
+            seq, stored_hash, stored_prev = entry["seq"], entry["hash"], entry["prev"]
+            if type(seq) is not int or not isinstance(stored_hash, str):
+                raise TypeError("seq must be an integer and hash a string")
+        except (ValueError, KeyError, TypeError):
+            result.problems.append(f"{where}: not a valid audit entry")
+            prev, expected_seq = "?", expected_seq + 1
+            chain.append((expected_seq - 1, "?"))
+            continue
+        result.entries += 1
+        if _digest(entry) != stored_hash:
+            result.problems.append(f"{where}: entry {seq} was edited (hash mismatch)")
+        if seq != expected_seq:
+            result.problems.append(f"{where}: expected entry {expected_seq}, found {seq} "
+                                   "(an entry was deleted, inserted or reordered)")
+        if stored_prev != prev:
+            result.problems.append(f"{where}: entry {seq} does not follow the entry before it")
+        prev, expected_seq = stored_hash, seq + 1
+        chain.append((seq, stored_hash))
+    return chain
+
+
+def _read_head(path: Path) -> tuple[int, str] | None:
+    """``(seq, hash)`` the head file names, or None when there is no head file; ``AuditError`` if unreadable."""
+    head = _head_path(path)
+    if not head.exists():
+        return None
+    try:
+        anchor = json.loads(head.read_text(encoding="utf-8"))
+        return int(anchor["seq"]), str(anchor["hash"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise AuditError(f"{head}: unreadable head file ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class Repair:
+    """What ``repair`` did: the torn bytes it moved aside (none: ``torn_file`` is None), whether the head had
+    to be moved forward to the last complete entry, and the ``repair`` entry it appended (None: nothing
+    needed repairing and nothing was changed)."""
+
+    torn_bytes: int
+    torn_sha256: str | None
+    torn_file: Path | None
+    head_fixed: bool
+    entry: dict[str, Any] | None
+
+
+def repair(path: Path) -> Repair:
+    """Recover an audit log from a crash mid-append, or raise ``AuditError`` and change nothing.
+
+    Recovered states, the only ones an interrupted ``AuditLog.append`` can leave:
+
+    - a torn last line: the final line has no newline, or does not parse as a JSON object (its
+      newline was written but not all the bytes before it). Its bytes are moved, never deleted,
+      to the sibling file ``<log>.torn-<UTC time>``, and the log is cut back to the line before it;
+    - a head file behind the log: it names an earlier entry of the log (same ``seq`` and hash), because
+      the crash came after the last entries were written but before the head was moved to them (or,
+      for a log of one entry, before the head was first created). The head is moved forward. A head
+      behind says nothing about tampering: whoever can append forged entries can move the head too.
+
+    Then a ``repair`` entry is appended recording ``torn_bytes``, ``torn_sha256`` and ``torn_file``
+    (the sibling's name; None when nothing was torn) and ``head_fixed``.
+
+    Refused (``AuditError`` naming what is wrong, the log untouched): any problem before the final
+    line (an edited, inserted, deleted or reordered entry, a garbled line in the middle), a final
+    line that parses but does not verify, a head file that is unreadable, missing while more than
+    one entry exists, or naming an entry the log does not hold (entries removed from the end, or
+    the torn line itself: the head moves only after its line is synced). Tampering is never
+    repaired. A log that already verifies is left as it is (``entry`` is None).
+
+    Assumption: the node writing this log is stopped while it runs (one writer at a time).
+    """
+    if not path.is_file():
+        raise AuditError(f"{path}: no such audit log")
+    data = path.read_bytes()
+    lines = data.split(b"\n")  # the final element is what follows the last newline: b"" when none is torn
+    keep = len(data) - len(lines[-1])
+    if not lines[-1]:
+        # No partial line: the last non-blank complete line is torn only if it does not parse at all.
+        complete = [i for i, line in enumerate(lines[:-1]) if line.strip()]
+        if complete and not _parses(lines[complete[-1]]):
+            keep = sum(len(line) + 1 for line in lines[:complete[-1]])
+    torn = data[keep:]
+    prefix = data[:keep].split(b"\n")
+    result = Verification()
+    chain = _check_chain(path, prefix, result)
+    if result.problems:
+        raise AuditError(f"{path}: not repaired: entries before the last line do not verify (tampering is "
+                         f"never repaired): {'; '.join(result.problems)}")
+    anchor = _read_head(path)
+    last = chain[-1] if chain else None
+    # A verified chain numbers its entries 0, 1, 2 ..., so the entry with seq n is chain[n].
+    if anchor is None:
+        in_log = len(chain) <= 1
+    else:
+        in_log = 0 <= anchor[0] < len(chain) and chain[anchor[0]] == anchor
+    if not in_log:
+        named = "no head file" if anchor is None else f"the head file names entry {anchor[0]}"
+        ends = f"entry {last[0]}" if last else "no entry"
+        raise AuditError(f"{path}: not repaired: {named} but the last complete entry is {ends}; a crash leaves "
+                         "the head at an entry of the log, so entries were removed (tampering is never repaired)")
+    head_fixed = anchor != last
+    if not torn and not head_fixed:
+        return Repair(0, None, None, False, None)
+    torn_file, torn_sha256 = None, None
+    try:
+        if torn:
+            torn_sha256 = hashlib.sha256(torn).hexdigest()
+            torn_file = _set_aside(path, torn)
+            with path.open("r+b") as f:
+                f.truncate(keep)
+                os.fsync(f.fileno())
+        if last is not None:
+            _write_head(path, *last)
+    except OSError as exc:
+        # Each step leaves a state this function accepts again (the torn bytes are already durable aside).
+        raise AuditError(f"{path}: repair stopped ({exc.strerror or exc}); fix the cause and run it again") from exc
+    entry = AuditLog(path).append("repair", torn_bytes=len(torn), torn_sha256=torn_sha256,
+                                  torn_file=None if torn_file is None else torn_file.name, head_fixed=head_fixed)
+    log.warning("%s: repaired (%d torn bytes moved to %s, head fixed: %s)", path, len(torn), torn_file, head_fixed)
+    return Repair(len(torn), torn_sha256, torn_file, head_fixed, entry)
+
+
+def _parses(line: bytes) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _set_aside(path: Path, torn: bytes) -> Path:
+    """Write ``torn`` to a new sibling ``<log>.torn-<UTC time>`` (never overwriting one) and sync it and its
+    folder, so the bytes are durable before the log is cut."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target = path.with_name(f"{path.name}.torn-{stamp}")
+    with target.open("xb") as f:
+        f.write(torn)
+        f.flush()
+        os.fsync(f.fileno())
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+    return target
 
 
 def fingerprint(arrays: ArrayRecord) -> tuple[int, str]:

@@ -17,7 +17,9 @@ Timestamps become Slack-style ``ts`` strings ``"<epoch seconds>.<line index>"``
 (UTC; the 0-based line index in the file as the fraction keeps lines of the
 same second in file order and unique). Classic lines carry no date: they are
 dated from the slice's ``date`` (1970-01-01 when unknown), and a time more than
-12 hours earlier than the previous line's starts the next day.
+12 hours earlier than the previous line's starts the next day. A date before
+1970-01-01 (on a line or as the slice's) is a ``DataError``: timestamps count
+seconds from it.
 """
 
 from __future__ import annotations
@@ -98,6 +100,8 @@ def parse_log(piece: LogSlice) -> ParsedLog:
         raise DataError(f"{piece.file}: slice [{piece.start}, {stop}) is outside the file's {len(lines)} lines")
     if len(lines) > _MAX_LINES:
         raise DataError(f"{piece.file}: {len(lines)} lines; at most {_MAX_LINES} lines per log file are supported")
+    if piece.date is not None and piece.date < _EPOCH_DAY:
+        raise DataError(f"{piece.file}: start date {piece.date} is before {_EPOCH_DAY} (timestamps count from it)")
     parsed = ParsedLog()
     day = piece.date or _EPOCH_DAY
     previous: int | None = None
@@ -109,6 +113,8 @@ def parse_log(piece: LogSlice) -> ParsedLog:
         channel, date, seconds, rest = _split_prefix(line, piece, index)
         if date is None and seconds is not None:
             if previous is not None and seconds < previous - _HALF_DAY:
+                if day == dt.date.max:
+                    raise DataError(f"{piece.file}: line {index + 1}: the log runs past {dt.date.max}")
                 day += dt.timedelta(days=1)
             previous = seconds
         message = _MESSAGE.match(rest)
@@ -137,6 +143,9 @@ def _split_prefix(line: str, piece: LogSlice, index: int) -> tuple[str, dt.date 
             date = dt.date.fromisoformat(match.group("date"))
         except ValueError:
             raise DataError(f"{piece.file}: line {index + 1}: bad date {match.group('date')!r}") from None
+        if date < _EPOCH_DAY:
+            raise DataError(f"{piece.file}: line {index + 1}: date {date} is before {_EPOCH_DAY} "
+                            "(timestamps count from it)")
         seconds = _seconds(match, piece, index) if match.group("h") is not None else 0
         return match.group("channel"), date, seconds, match.group("rest")
     return piece.channel, None, None, line

@@ -25,7 +25,7 @@ from typing import Any
 
 from federated.data.irc import read_log_lines
 from federated.data.records import ChatMessage, Workspace
-from federated.data.source import SourceData, Tally
+from federated.data.source import SourceData, Tally, has_lone_surrogate, json_limit
 from federated.errors import DataError
 
 log = logging.getLogger("optin.data.jsonl")
@@ -81,6 +81,11 @@ def _read_file(file: Path, tally: Tally) -> tuple[list[ChatMessage], set[str]]:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{file}: line {number}: malformed JSON at column {exc.colno}: {exc.msg}") from None
+        except (ValueError, RecursionError) as exc:
+            raise DataError(f"{file}: line {number}: unreadable JSON ({json_limit(exc)})") from None
+        if has_lone_surrogate(line, record):
+            raise DataError(f"{file}: line {number}: a string holds an unpaired UTF-16 surrogate escape "
+                            "(such as \\ud800), which is not text")
         message = _message(record, file, number)
         users.add(record["user"])
         if message is None:
@@ -131,7 +136,11 @@ def _slack_ts(value: Any, where: str, key: str) -> str:
                     moment = moment.replace(tzinfo=dt.timezone.utc)
                 delta = moment - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
                 seconds = Decimal(delta.days * 86400 + delta.seconds) + Decimal(delta.microseconds) * _MICRO
-    if seconds is None or not seconds.is_finite() or seconds < 0:
+    try:
+        if seconds is None or not seconds.is_finite() or seconds < 0:
+            raise InvalidOperation
+        # Beyond the decimal context's 28 digits (some 10**21 years), quantize itself is an InvalidOperation.
+        return f"{seconds.quantize(_MICRO):f}"
+    except InvalidOperation:
         raise DataError(f"{where}: key {key!r} expected a Slack timestamp, epoch seconds or an ISO 8601 "
-                        f"date-time, got {value!r}")
-    return f"{seconds.quantize(_MICRO):f}"
+                        f"date-time, got {value!r}") from None

@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from federated.data.source import LoadReport
 
-_TS_RE = re.compile(r"^\d+\.\d+$")
+_TS_RE = re.compile(r"[0-9]+\.[0-9]+")  # ASCII digits only, matched whole (``$`` would allow a final newline)
 
 
 def ts_sort_key(ts: str) -> Decimal:
@@ -46,10 +46,10 @@ class ChatMessage:
     thread_ts: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ts, str) or not _TS_RE.match(self.ts):
+        if not isinstance(self.ts, str) or not _TS_RE.fullmatch(self.ts):
             raise ValueError(f"ts: expected a Slack timestamp like '1700000000.000100', got {self.ts!r}")
         if self.thread_ts is not None and (
-            not isinstance(self.thread_ts, str) or not _TS_RE.match(self.thread_ts)
+            not isinstance(self.thread_ts, str) or not _TS_RE.fullmatch(self.thread_ts)
         ):
             raise ValueError(
                 f"thread_ts: expected None or a Slack timestamp like '1700000000.000100', got {self.thread_ts!r}"

@@ -28,7 +28,7 @@ from typing import Any
 
 from federated.data.records import ChatMessage, Workspace
 from federated.data.slack_markup import render
-from federated.data.source import SourceData, Tally
+from federated.data.source import SourceData, Tally, has_lone_surrogate, json_limit
 from federated.errors import DataError
 
 log = logging.getLogger("optin.data.slack_export")
@@ -97,8 +97,10 @@ def read_slack_export(path: Path, *, name: str | None = None, skip_bad_files: bo
     Raises ``DataError`` if the folder, ``users.json`` or ``channels.json`` is
     missing or malformed (these are always required), or a day file is not
     valid UTF-8 JSON (with the line), not a JSON list, or has an entry that is
-    not an object or has a bad timestamp. With ``skip_bad_files`` such a day
-    file is skipped whole instead and listed in the report.
+    not an object, has a bad timestamp or a subtype that is not a string (a
+    JSON file whose strings escape an unpaired UTF-16 surrogate is malformed
+    too). With ``skip_bad_files`` such a day file is skipped whole instead and
+    listed in the report.
     """
     path = Path(path)
     if not path.is_dir():
@@ -176,6 +178,8 @@ def _parse_message(entry: Any, channel: str, day_file: Path, index: int, bots: f
     if entry.get("type") != "message":
         return "not_message"
     subtype = entry.get("subtype")
+    if subtype is not None and not isinstance(subtype, str):
+        raise DataError(f"{day_file}: entry {index}: 'subtype' expected a string, got {type(subtype).__name__}")
     if subtype is not None and subtype not in keep_subtypes:
         return f"subtype:{subtype}"
     user = entry.get("user")
@@ -280,12 +284,17 @@ def _read_json(file: Path) -> Any:
     except OSError as exc:
         raise DataError(f"{file}: cannot be read ({exc.strerror})") from None
     try:
-        return json.loads(text)
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise DataError(
             f"{file}: malformed JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
-
+    except (ValueError, RecursionError) as exc:
+        raise DataError(f"{file}: unreadable JSON ({json_limit(exc)})") from None
+    if has_lone_surrogate(text, data):
+        raise DataError(f"{file}: a string holds an unpaired UTF-16 surrogate escape (such as \\ud800), "
+                        "which is not text")
+    return data
 
 def _is_safe_folder_name(name: str) -> bool:
     """A conversation folder may only ever name a direct sub-folder of the export."""

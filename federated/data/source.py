@@ -9,9 +9,11 @@ without a trace in the ``LoadReport``.
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from federated.data.records import Workspace
 
@@ -59,6 +61,40 @@ class SourceData:
 
     workspace: Workspace
     names: frozenset[str]
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def has_lone_surrogate(raw: str, parsed: Any) -> bool:
+    """Whether the JSON value ``parsed`` (decoded from ``raw``) holds a string, or key, with an unpaired UTF-16
+    surrogate: not text (it cannot be encoded as UTF-8, which tasks do).
+
+    Decoding UTF-8 never yields a surrogate; only an escape such as ``\\ud800`` does, so when ``raw`` has
+    none the answer is known without walking ``parsed``.
+    """
+    if not _SURROGATE_ESCAPE.search(raw):
+        return False
+    pending = [parsed]
+    while pending:  # iterative: JSON may nest deeper than Python's recursion limit allows
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending.extend(value.keys())
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+def json_limit(exc: ValueError | RecursionError) -> str:
+    """Why ``json.loads`` failed on valid syntax: an integer of more digits than Python converts (a
+    ``ValueError``), or nesting deeper than it can follow (a ``RecursionError``)."""
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 class Tally:

@@ -10,6 +10,11 @@ Guarantees:
 - A ledger that cannot be read, has the wrong schema, or whose rows are inconsistent (a stored
   cumulative ε that does not match the accountant over the rows before it) raises ``LedgerError``;
   the node then refuses to train. It is never reset or repaired silently.
+- A release that cannot be stored (disk full, I/O error, read-only file) raises ``LedgerWriteError``
+  (a ``LedgerError``) after its transaction is rolled back; the caller must then not send it. SQLite
+  may still find the row committed after a failure reported at the very end of the commit (its
+  frames were durable, the error came after): the budget then counts a release that was not sent,
+  the safe side.
 
 Assumption: the RDP accountant over the stored ``(noise_multiplier, sample_rate, steps)`` history;
 see ``federated.privacy.accounting``.
@@ -61,6 +66,10 @@ class Release:
     steps: int
     delta: float
     epsilon_total: float
+
+
+class LedgerWriteError(LedgerError):
+    """A release could not be stored in the ledger (the storage failed, the ledger itself may be sound)."""
 
 
 def inspect_hint(path: Path) -> str:
@@ -115,23 +124,32 @@ class Ledger:
         total = epsilon(history, delta)
         release = Release(run_id, server_round, dt.datetime.now(dt.timezone.utc).isoformat(), "rdp",
                           noise_multiplier, sample_rate, steps, delta, total)
-        with self._transaction():
-            self._db.execute(
-                "INSERT INTO releases (run_id, round, created_at, accountant, noise_multiplier, sample_rate, steps, "
-                "delta, epsilon_total, accountant_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (release.run_id, release.round, release.created_at, release.accountant, noise_multiplier,
-                 sample_rate, steps, delta, total, json.dumps({"history": history})))
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO releases (run_id, round, created_at, accountant, noise_multiplier, sample_rate, "
+                    "steps, delta, epsilon_total, accountant_state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (release.run_id, release.round, release.created_at, release.accountant, noise_multiplier,
+                     sample_rate, steps, delta, total, json.dumps({"history": history})))
+        except sqlite3.Error as exc:
+            raise LedgerWriteError(
+                f"{self.path}: could not record the release of run {run_id} round {server_round} ({exc}); it must "
+                f"not be sent. Check the free space and permissions of {self.path.parent}; {inspect_hint(self.path)}"
+            ) from exc
         return release
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        """One write transaction; rolled back if its body or its COMMIT fails (a COMMIT that fails for a full
+        disk or an I/O error leaves the transaction open unless SQLite already rolled it back)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
 
     def _check(self) -> None:
         hint = inspect_hint(self.path)
