@@ -128,5 +128,13 @@ def train_dp_sgd(
         history=list(engine.accountant.history),
         steps=steps,
         sample_rate=sample_rate,
-        mean_loss=sum(losses) / len(losses) if losses else float("nan"),
+        mean_loss=sum(losses) / len(losses) if losses else _full_loss(task, private_model._module, data),
     )
+
+
+@torch.no_grad()
+def _full_loss(task: Task, model: nn.Module, data: TensorDataset) -> float:
+    """The trained model's loss on all of ``data``: the training loss when every Poisson batch came out empty
+    (small workspaces), so the reply stays finite and the release it paid for is not dropped."""
+    inputs, targets = data.tensors
+    return float(task.loss(model(inputs), targets)) if len(inputs) else 0.0

@@ -17,8 +17,13 @@ import typer
 from rich.table import Table
 
 from experiments.cli_common import console, fail
-from experiments.deploy import (ServerCertificates, run_in_foreground, superlink_command, supernode_command,
-                                write_dev_certificates)
+from experiments.deploy import (
+    ServerCertificates,
+    run_in_foreground,
+    superlink_command,
+    supernode_command,
+    write_dev_certificates,
+)
 from federated.errors import OptinError
 from federated.privacy.policy import POLICY_FILE, read_policy
 

@@ -19,8 +19,15 @@ from federated.audit import AUDIT_FILE, read_entries, repair, verify
 from federated.errors import OptinError
 from federated.privacy.ledger import LEDGER_FILE, Ledger
 from federated.privacy.one_run_audit import epsilon_lower_bound
-from federated.privacy.policy import (POLICY_FILE, PRIVACY_UNITS, Policy, parse_policy, read_policy, render_policy,
-                                      write_policy)
+from federated.privacy.policy import (
+    POLICY_FILE,
+    PRIVACY_UNITS,
+    Policy,
+    parse_policy,
+    read_policy,
+    render_policy,
+    write_policy,
+)
 
 WORKSPACE = typer.Option(Path("."), "--workspace", "-w", help="The workspace folder (holds policy.toml).")
 

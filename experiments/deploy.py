@@ -25,6 +25,9 @@ What it guarantees:
   command line names one of those homes (``experiments.flower_sim.stop_processes``: SIGTERM, then
   SIGKILL, one PID at a time), then a check that none is left. Linux only (process discovery reads
   ``/proc``).
+- **A frozen node runs no more code.** :meth:`LoopbackDeployment.freeze_node` stops (SIGSTOP) every
+  process of one node; leaving the deployment kills them where they stand (SIGKILL), so the node's
+  workspace files stay exactly as they were when it froze.
 - **Bounded time.** Every wait (a port opening, nodes coming online, a ``flwr`` command, a run) has a
   timeout and ends in :class:`DeploymentError` naming the log to read.
 """
@@ -403,6 +406,7 @@ class LoopbackDeployment:
     cli: FlowerCli | None = None
     processes: list[_Process] = field(default_factory=list)
     homes: list[Path] = field(default_factory=list)
+    frozen: list[Path] = field(default_factory=list)  # Flower homes of the nodes frozen by ``freeze_node``
 
     def __enter__(self) -> LoopbackDeployment:
         self.root = self.root.resolve()
@@ -437,12 +441,49 @@ class LoopbackDeployment:
                                     port=free_ports(1)[0], max_wait_time=max_wait_time)
         return self._start(f"node-{node.name}", command, self.root / "nodes" / node.name).popen
 
+    def freeze_node(self, name: str) -> list[int]:
+        """Stop (SIGSTOP) the node started for key ``name``, and every process it started; returns their PIDs.
+
+        First its SuperNode's process group, then every process of its Flower home (its ``flower-superexec`` and
+        any ``flwr-clientapp``, which run in sessions of their own), scanning again until a scan finds no process
+        that is not stopped yet (a process started just before its parent stopped is caught by the next scan).
+        A frozen node keeps its connections open but sends nothing: no replies and no heartbeats, so Flower's
+        SuperLink reports it unavailable once it has missed them (2 x its 30 s heartbeat interval in
+        Flower 1.42). It is never resumed: :meth:`stop` kills it as it stands, so it runs no further code.
+        """
+        process = next((p for p in self.processes if p.name == f"node-{name}"), None)
+        if process is None or process.popen.poll() is not None:
+            raise DeploymentError(f"no running node {name!r} in this deployment")
+        os.killpg(process.popen.pid, signal.SIGSTOP)  # started with start_new_session: group id == pid
+        self.frozen.append(process.home)
+        stopped: set[int] = set()
+        while fresh := set(find_processes(process.home)) - stopped:
+            for pid in fresh:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                except ProcessLookupError:  # it ended between the scan and the signal
+                    pass
+            stopped |= fresh
+        log.info("froze node %s: pids %s", name, sorted(stopped))
+        return sorted(stopped)
+
     def log_of(self, name: str) -> Path:
         """The output file of the process ``name`` (``superlink``, ``node-<name>``, ``flwr-run``)."""
         return self.root / "logs" / f"{name}.log"
 
     def stop(self) -> None:
-        """Stop every process of the deployment by PID; ``DeploymentError`` if one survives."""
+        """Stop every process of the deployment by PID; ``DeploymentError`` if one survives.
+
+        A frozen node's processes get SIGKILL first: stopped, they could not act on SIGTERM, and resumed, they
+        would carry on with whatever they were doing when they froze.
+        """
+        for home in self.frozen:
+            for pid in find_processes(home):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self.frozen.clear()
         stop_all([p.popen for p in self.processes], self.homes)
         self.processes.clear()
 

@@ -89,31 +89,8 @@ class AuditLog:
         self.path = path
 
     def append(self, kind: str, **fields: Any) -> dict[str, Any]:
-        seq, prev = self._tail()
-        entry = {"seq": seq, "time": dt.datetime.now(dt.timezone.utc).isoformat(), "kind": kind, **fields,
-                 "prev": prev}
-        entry["hash"] = _digest(entry)
-        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise AuditError(f"{self.path}: cannot open the audit log for writing ({exc.strerror or exc})") from exc
-        try:
-            start = os.fstat(fd).st_size
-            try:
-                # Unbuffered writes: after a failure no buffered remainder can be flushed past the truncation.
-                _write_all(fd, line)
-                os.fsync(fd)
-                _write_head(self.path, seq, entry["hash"])
-            except OSError as exc:
-                state = ("the log is left as it was" if _truncate(fd, start) else
-                         f"part of the entry may remain: `optin audit repair {self.path}` recovers it")
-                raise AuditError(f"{self.path}: could not append a {kind!r} entry ({exc.strerror or exc}); "
-                                 f"{state}") from exc
-        finally:
-            os.close(fd)
-        return entry
+        """Append one entry (``append_many`` with one entry)."""
+        return self.append_many([(kind, fields)])[0]
 
     def append_many(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
         """Append ``(kind, fields)`` entries in order, with one write, one ``fsync`` and one head update.
@@ -147,14 +124,15 @@ class AuditLog:
         try:
             start = os.fstat(fd).st_size
             try:
+                # Unbuffered writes: after a failure no buffered remainder can be flushed past the truncation.
                 _write_all(fd, data)
                 os.fsync(fd)
                 _write_head(self.path, written[-1]["seq"], written[-1]["hash"])
             except OSError as exc:
                 state = ("the log is left as it was" if _truncate(fd, start) else
                          f"part of the entries may remain: `optin audit repair {self.path}` recovers it")
-                raise AuditError(f"{self.path}: could not append {len(written)} entries ({exc.strerror or exc}); "
-                                 f"{state}") from exc
+                what = f"a {written[0]['kind']!r} entry" if len(written) == 1 else f"{len(written)} entries"
+                raise AuditError(f"{self.path}: could not append {what} ({exc.strerror or exc}); {state}") from exc
         finally:
             os.close(fd)
         return written

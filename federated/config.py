@@ -37,8 +37,10 @@ class RunConfig:
     noise_multiplier: float = 1.0
     max_grad_norm: float = 1.0
     fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
     min_train_nodes: int = 1
     min_available_nodes: int = 1
+    reply_timeout: float = 3600.0
     task: str = "nextchar"
     federation: str = "optin"
     seq_len: int = 64
@@ -52,7 +54,7 @@ class RunConfig:
     central_delta: float = 1e-5
 
     def __post_init__(self) -> None:
-        positive = ("num_rounds", "local_steps", "batch_size", "lr", "max_grad_norm", "seq_len")
+        positive = ("num_rounds", "local_steps", "batch_size", "lr", "max_grad_norm", "seq_len", "reply_timeout")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_key(name)}: expected a positive value, got {getattr(self, name)}")
@@ -60,8 +62,9 @@ class RunConfig:
             raise ConfigError(f"noise-multiplier: expected a value >= 0, got {self.noise_multiplier}")
         if not 0 < self.test_fraction < 1:
             raise ConfigError(f"test-fraction: expected a value in (0, 1), got {self.test_fraction}")
-        if not 0 < self.fraction_train <= 1:
-            raise ConfigError(f"fraction-train: expected a value in (0, 1], got {self.fraction_train}")
+        for name in ("fraction_train", "fraction_evaluate"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{_key(name)}: expected a value in (0, 1], got {getattr(self, name)}")
         for name in ("min_train_nodes", "min_available_nodes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{_key(name)}: expected a value >= 0, got {getattr(self, name)}")

@@ -43,14 +43,17 @@ def main(grid: Grid, context: Context) -> None:
     })
     audit = AuditLog(Path(config.results_dir) / AUDIT_FILE) if config.results_dir else None
     strategy = ConsentAwareFedAvg(record, proposal, audit=audit, fraction_train=config.fraction_train,
-                                  min_train_nodes=config.min_train_nodes,
-                                  min_available_nodes=config.min_available_nodes, seed=config.seed)
+                                  fraction_evaluate=config.fraction_evaluate, min_train_nodes=config.min_train_nodes,
+                                  min_available_nodes=config.min_available_nodes, seed=config.seed,
+                                  reply_timeout=config.reply_timeout)
     arrays = ArrayRecord(task.build_model(config.seed).state_dict())
 
-    initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid))
+    initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
+                                    timeout=strategy.reply_timeout)
     strategy.aggregate_evaluate(0, initial)
     rounds = CentralDPFedAvg.from_config(strategy, config) if config.dp_mode in CENTRAL_MODES else strategy
-    rounds.start(grid, arrays, num_rounds=config.num_rounds, train_config=ConfigRecord(dict(proposal)))
+    rounds.start(grid, arrays, num_rounds=config.num_rounds, timeout=strategy.reply_timeout,
+                 train_config=ConfigRecord(dict(proposal)))
     if config.results_dir:
         path = Path(config.results_dir) / "metrics.json"
         record.write(path)

@@ -9,10 +9,14 @@ logged, and written to the server's audit log when one is given, with its
 reason. The nodes enforce all of this themselves as well: this is the server
 honouring it, not the only safeguard.
 
-Faults: a sampled node that crashes (error reply) or does not answer within the
-round's timeout is skipped and logged (``train-error``, ``no-reply``); the round
-completes with the others. If fewer than ``min_train_nodes`` usable updates
-arrive, the global model is left unchanged for that round.
+Faults: a sampled node that crashes (error reply) or does not answer is skipped
+and logged (``train-error``, ``no-reply``); the round completes with the others.
+"Does not answer" is either no reply within ``reply_timeout`` seconds, or an
+error reply that Flower's SuperLink makes on the node's behalf when the node
+missed its heartbeats or the message expired (its source is the SuperLink, not
+the node: it is attributed to the node the message was sent to). If fewer than
+``min_train_nodes`` usable updates arrive, the global model is left unchanged
+for that round.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -33,14 +38,21 @@ from server.run_record import RunRecord
 
 log = logging.getLogger("optin.server.strategy")
 
+UNAVAILABLE = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.NODE_UNAVAILABLE)
+"""Error codes of the replies Flower's SuperLink makes for a node that did not answer (missed heartbeats, expired
+message or reply)."""
+
 
 class ConsentAwareFedAvg(FedAvg):
-    """FedAvg over the nodes that consent this round (a uniform sample of ``fraction_train`` of them)."""
+    """FedAvg over the nodes that consent this round (a uniform sample of ``fraction_train`` of them), evaluated
+    on a uniform sample of ``fraction_evaluate`` of the consenting nodes (at least one)."""
 
     def __init__(self, record: RunRecord, proposal: ConfigRecord, *, audit: AuditLog | None = None,
-                 fraction_train: float = 1.0, min_train_nodes: int = 1, min_available_nodes: int = 1, seed: int = 0,
-                 query_timeout: float = 60.0, connect_timeout: float = 300.0) -> None:
-        super().__init__(fraction_train=fraction_train, fraction_evaluate=1.0, min_train_nodes=min_train_nodes,
+                 fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 1,
+                 min_available_nodes: int = 1, seed: int = 0, query_timeout: float = 60.0,
+                 connect_timeout: float = 300.0, reply_timeout: float = 3600.0) -> None:
+        super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
+                         min_train_nodes=min_train_nodes,
                          min_evaluate_nodes=0, min_available_nodes=min_available_nodes,
                          train_metrics_aggr_fn=_aggregate_train_metrics)
         self.record = record
@@ -48,10 +60,14 @@ class ConsentAwareFedAvg(FedAvg):
         self.audit = audit
         self.query_timeout = query_timeout
         self.connect_timeout = connect_timeout
+        self.reply_timeout = reply_timeout  # seconds to wait for train and evaluate replies (3600: Flower's default)
         self._rng = random.Random(seed)
+        # A stream of its own, so that sampling evaluators leaves the training cohorts of a seed unchanged.
+        self._evaluate_rng = random.Random(f"{seed}:evaluate")
         self._answers: dict[int, dict[int, str]] = {}
         self._sent: dict[int, ArrayRecord] = {}
         self._sampled: dict[int, list[int]] = {}
+        self._train_messages: dict[int, list[Message]] = {}
 
     def consent_answers(self, server_round: int, grid: Grid) -> dict[int, str]:
         """Query every connected node once per round (with the proposed round); node id -> reason code.
@@ -67,8 +83,8 @@ class ConsentAwareFedAvg(FedAvg):
         replies = {m.metadata.src_node_id: m for m in grid.send_and_receive(queries, timeout=self.query_timeout)}
         answers = {node_id: _consent_reason(replies.get(node_id)) for node_id in node_ids}
         self.record.round(server_round).consent.update(answers)
-        for node_id, reason in answers.items():
-            self._audit("consent", round=server_round, node=node_id, reason=reason)
+        self._audit_all([("consent", {"round": server_round, "node": node_id, "reason": reason})
+                         for node_id, reason in answers.items()])
         self._answers[server_round] = answers
         return answers
 
@@ -76,33 +92,41 @@ class ConsentAwareFedAvg(FedAvg):
                         grid: Grid) -> Iterable[Message]:
         answers = self.consent_answers(server_round, grid)
         eligible = [n for n, reason in answers.items() if reason == "consent-on"]
-        for node_id, reason in answers.items():
-            if reason != "consent-on":
-                self._skip(server_round, node_id, reason)
+        refused = [(n, reason) for n, reason in answers.items() if reason != "consent-on"]
         if len(eligible) < self.min_train_nodes:
+            self._skip_all(server_round, refused)
             log.warning("round %d: %d consenting node(s), fewer than min-train-nodes=%d; no training this round",
                         server_round, len(eligible), self.min_train_nodes)
             return []
         size = min(len(eligible), max(int(len(eligible) * self.fraction_train), self.min_train_nodes))
         sampled = sorted(self._rng.sample(eligible, size))
-        for node_id in sorted(set(eligible) - set(sampled)):
-            self._skip(server_round, node_id, "not-sampled")
+        self._skip_all(server_round, refused + [(n, "not-sampled") for n in sorted(set(eligible) - set(sampled))])
         log.info("round %d: training on %d of %d eligible node(s)", server_round, size, len(eligible))
         config["server-round"] = server_round
         self._sent[server_round] = arrays
         self._sampled[server_round] = sampled
-        return self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
+        # Kept until the replies are in: the grid gives each message its id when it pushes it.
+        self._train_messages[server_round] = self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
+        return self._train_messages[server_round]
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
-        """Evaluate on every consenting node (a node without budget left still evaluates: no DP release)."""
+        """Evaluate on a uniform sample of ``fraction_evaluate`` of the consenting nodes, at least one.
+
+        A node without budget left still counts as consenting here (evaluation makes no DP release).
+        """
         answers = self.consent_answers(server_round, grid)
         consenting = [n for n, reason in answers.items() if reason in ("consent-on", "budget-exhausted")]
         for node_id, reason in answers.items():
-            if node_id not in consenting:
+            if reason not in ("consent-on", "budget-exhausted"):
                 self.record.round(server_round).skipped[node_id] = reason
+        evaluators = consenting
+        if self.fraction_evaluate < 1 and consenting:
+            size = min(len(consenting), max(int(len(consenting) * self.fraction_evaluate), 1))
+            evaluators = sorted(self._evaluate_rng.sample(consenting, size))
+            log.info("round %d: evaluating on %d of %d consenting node(s)", server_round, size, len(consenting))
         config["server-round"] = server_round
-        return self._messages(arrays, config, consenting, MessageType.EVALUATE, server_round)
+        return self._messages(arrays, config, evaluators, MessageType.EVALUATE, server_round)
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -112,10 +136,14 @@ class ConsentAwareFedAvg(FedAvg):
         if sent is None:  # nothing was sent this round (too few eligible nodes)
             return None, None
         accepted = []
+        node_of = _node_of_reply(self._train_messages.pop(server_round, []))
+        replied = set()
         for reply in replies:
-            node_id = reply.metadata.src_node_id
+            node_id = node_of(reply)
+            replied.add(node_id)
             if reply.has_error():
-                self._skip(server_round, node_id, f"train-error: {reply.error.reason}")
+                unavailable = reply.error.code in UNAVAILABLE
+                self._skip(server_round, node_id, "no-reply" if unavailable else f"train-error: {reply.error.reason}")
                 continue
             problem = check_train_reply(reply, sent)
             if problem is not None:
@@ -126,7 +154,6 @@ class ConsentAwareFedAvg(FedAvg):
             size, digest = fingerprint(reply.content["arrays"])
             self._audit("release-received", round=server_round, node=node_id, bytes=size, sha256=digest,
                         l2_norm=update_norm(reply.content["arrays"], sent))
-        replied = {reply.metadata.src_node_id for reply in replies}
         for node_id in self._sampled.pop(server_round, []):
             if node_id not in replied:
                 self._skip(server_round, node_id, "no-reply")
@@ -157,9 +184,15 @@ class ConsentAwareFedAvg(FedAvg):
         return metrics
 
     def _skip(self, server_round: int, node_id: int, reason: str) -> None:
-        self.record.round(server_round).skipped[node_id] = reason
-        log.info("round %d: skipping node %d (%s)", server_round, node_id, reason)
-        self._audit("skip", round=server_round, node=node_id, reason=reason)
+        self._skip_all(server_round, [(node_id, reason)])
+
+    def _skip_all(self, server_round: int, skips: list[tuple[int, str]]) -> None:
+        """Record and log each (node, reason) skip; their audit entries are written as one batch."""
+        for node_id, reason in skips:
+            self.record.round(server_round).skipped[node_id] = reason
+            log.info("round %d: skipping node %d (%s)", server_round, node_id, reason)
+        self._audit_all([("skip", {"round": server_round, "node": node_id, "reason": reason})
+                         for node_id, reason in skips])
 
     def _drop(self, server_round: int, node_id: int, message_type: str, problem: str) -> None:
         self.record.round(server_round).dropped[node_id] = f"{message_type}: {problem}"
@@ -169,6 +202,12 @@ class ConsentAwareFedAvg(FedAvg):
     def _audit(self, kind: str, **fields: object) -> None:
         if self.audit is not None:
             self.audit.append(kind, **fields)
+
+    def _audit_all(self, entries: list[tuple[str, dict[str, object]]]) -> None:
+        """Many entries as one batch, synced once rather than once per entry: a round writes one entry per node,
+        which at a thousand nodes would otherwise dominate the server's time."""
+        if self.audit is not None:
+            self.audit.append_many(entries)
 
     def _messages(self, arrays: ArrayRecord, config: ConfigRecord, node_ids: list[int], message_type: str,
                   server_round: int) -> list[Message]:
@@ -184,6 +223,16 @@ class ConsentAwareFedAvg(FedAvg):
             log.info("waiting for nodes: %d connected, %d required", len(node_ids), self.min_available_nodes)
             time.sleep(1.0)
         return node_ids
+
+
+def _node_of_reply(sent: list[Message]) -> Callable[[Message], int]:
+    """Which node a reply answers for: the destination of the message of ``sent`` it replies to, else its source.
+
+    Not simply its source: a reply Flower's SuperLink makes on a node's behalf (``UNAVAILABLE``) comes from the
+    SuperLink itself.
+    """
+    destination = {m.metadata.message_id: m.metadata.dst_node_id for m in sent}
+    return lambda reply: destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
 
 
 def _consent_reason(reply: Message | None) -> str:

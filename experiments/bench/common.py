@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
-PROFILE_PATTERN = r"/(clients|federated|server|experiments)/|opacus|flwr|sqlite|json|torch/(autograd|optim)"
+PROFILE_PATTERN = r"/(clients|federated|server|experiments)/|opacus|flwr|sqlite|json|fsync|torch/(autograd|optim)"
 """Which cProfile entries a profile shows: Optin's code and the libraries it spends time in."""
 
 
@@ -93,6 +93,12 @@ def profile_top(fn: Callable[[], object], limit: int = 25, sort: str = "cumulati
         fn()
     finally:
         profiler.disable()
+    return profile_report(profiler, limit, sort, pattern)
+
+
+def profile_report(profiler: cProfile.Profile, limit: int = 25, sort: str = "cumulative",
+                   pattern: str = PROFILE_PATTERN) -> str:
+    """cProfile's top ``limit`` entries (by ``sort``) of what ``profiler`` recorded, as ``profile_top`` shows them."""
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(pattern, limit)
     text = out.getvalue()

@@ -11,9 +11,7 @@ the node uses) on the same model and batch. Each DP side is Opacus' ``PrivacyEng
 - ``functorch``: per-sample gradients from ``torch.func`` (vmap over the per-sample loss);
 - ``ew``: PyTorch's ExpandedWeights (per-sample gradients computed inside autograd);
 - ``ghost``: ghost clipping (per-sample gradient *norms* only, then a second backward pass); it
-  needs a per-sample criterion, and Opacus' embedding norm sampler needs contiguous token ids:
-  the flagship model's position ids are an ``expand``-ed view, so this side adds a forward
-  pre-hook that makes them contiguous (a prototype of a one-line fix in ``nextchar.py``).
+  needs a per-sample criterion.
 
 Sides run interleaved: each repetition times one step of every side, in rotating order, after one
 untimed warm-up step each; the figure is the median over repetitions of (DP step time /
@@ -106,7 +104,6 @@ def make_side(mode: str, task: NextCharTask, data: TensorDataset, batch: tuple[t
               "max_grad_norm": 1.0, "poisson_sampling": True, "noise_generator": generator, "grad_sample_mode": mode}
     engine = PrivacyEngine(accountant="rdp")
     if mode == "ghost":
-        model.pos.register_forward_pre_hook(lambda _module, args: (args[0].contiguous(),))
         private, private_optimizer, criterion, _ = engine.make_private(module=model, criterion=PerSampleLoss(),
                                                                        **common)
     else:

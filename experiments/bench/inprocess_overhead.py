@@ -16,8 +16,6 @@ What is measured, side by side in this process (sides interleaved, rotating orde
   weights, ``PrivacyEngine`` settings (including ``grad_sample_mode``), seeds and number of steps, a
   plain loop: build the model, ``make_private``, the DP-SGD steps. *plain+eval* adds ``task.evaluate``
   on each node's held-out tensors (the compute the evaluate phase does).
-- **optin+proposed** (with ``--proposed``): as *optin*, with the edits proposed for files this
-  benchmark may not change applied by monkeypatching (``experiments.bench.prototypes``).
 
 The *in-run* ratios divide a phase by the time spent, within that same phase of that same run, in
 DP-SGD proper (``train_dp_sgd``) and evaluation proper (``task.evaluate``): the overhead with the
@@ -34,6 +32,7 @@ Run: ``.venv/bin/python -m experiments.bench.inprocess_overhead`` (``--help`` fo
 
 from __future__ import annotations
 
+import cProfile
 import tempfile
 import time
 import warnings
@@ -53,7 +52,6 @@ from clients.app import app as client_app
 from clients.dp_training import DPSGDSettings, grad_sample_mode
 from clients.round_plan import stricter
 from clients.workspace_node import WorkspaceNode
-from experiments.bench import prototypes
 from experiments.bench.common import (
     Paired,
     apply_threads,
@@ -62,14 +60,14 @@ from experiments.bench.common import (
     interleaved,
     median,
     parser,
-    profile_top,
+    profile_report,
     quiet_logging,
     table,
 )
 from experiments.federation import make_synthetic_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
-from federated.inprocess import FIRST_NODE_ID, ClientAppCallable, run_in_process
+from federated.inprocess import FIRST_NODE_ID, run_in_process
 from federated.privacy.policy import POLICY_FILE, read_policy
 from federated.tasks import NextCharTask, Task, get_task
 from server.app import app as server_app
@@ -95,16 +93,20 @@ class NodeInputs:
 @dataclass
 class PhaseClock:
     """The grid's observer: when each phase of round 1 ended, the train replies, and the time spent in
-    DP-SGD and in evaluation proper (``train_dp_sgd``, ``task.evaluate``) during round 1."""
+    DP-SGD and in evaluation proper (``train_dp_sgd``, ``task.evaluate``) during round 1. With a
+    ``profiler``, it is enabled when round 1 starts (the caller disables it after the run)."""
 
     marks: dict[tuple[str, str], float] = field(default_factory=dict)
     train_replies: list[Message] = field(default_factory=list)
     compute: dict[str, float] = field(default_factory=lambda: {"dp-sgd": 0.0, "evaluate": 0.0})
+    profiler: cProfile.Profile | None = None
 
     def __call__(self, message_type: str, group_id: str, replies: Sequence[Message]) -> None:
         self.marks[(message_type, group_id)] = time.perf_counter()
         if (message_type, group_id) == (MessageType.EVALUATE, "0"):
             self.compute = {key: 0.0 for key in self.compute}
+            if self.profiler is not None:
+                self.profiler.enable()
         if message_type == MessageType.TRAIN:
             self.train_replies = list(replies)
 
@@ -172,9 +174,7 @@ def main() -> None:
                    help="messages per workspace (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps per node (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=32, help="expected Poisson batch size (default: %(default)s)")
-    p.add_argument("--proposed", action="store_true",
-                   help="also time the round with the proposed edits to files this benchmark may not change")
-    p.add_argument("--profile", action="store_true", help="print cProfile's top entries of one more round")
+    p.add_argument("--profile", action="store_true", help="print cProfile's top entries of round 1 of one more run")
     args = p.parse_args()
     apply_threads(args.threads)
 
@@ -192,17 +192,17 @@ def main() -> None:
                  f"{args.local_steps} DP-SGD steps each at expected batch {args.batch_size}, "
                  f"grad_sample_mode={grad_sample_mode(task.build_model(0))!r}"))
 
-    def run_optin(app: ClientAppCallable = client_app, proposed: bool = False) -> PhaseClock:
+    def run_optin(profiler: cProfile.Profile | None = None) -> PhaseClock:
         folders = copy_workspaces(template, work / "run")
-        clock = PhaseClock()
+        clock = PhaseClock(profiler=profiler)
         with ExitStack() as stack:
-            if proposed:
-                stack.enter_context(prototypes.workspace_cache())
+            if profiler is not None:
+                stack.callback(profiler.disable)
             for owner, name, key in ((clients.app, "train_dp_sgd", "dp-sgd"), (NextCharTask, "evaluate", "evaluate")):
                 original = getattr(owner, name)
                 setattr(owner, name, clock.timing(key, original))
                 stack.callback(setattr, owner, name, original)
-            run_in_process(server_app, app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
+            run_in_process(server_app, client_app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
                            observer=clock)
         return clock
 
@@ -220,14 +220,12 @@ def main() -> None:
                 raise SystemExit(f"node {reply.metadata.src_node_id}: Optin's DP-SGD and the plain loop differ")
         print(f"check: {len(clock.train_replies)} nodes' updates are bitwise equal to the plain loop's\n")
 
-        phases: dict[str, list[dict[str, float]]] = {"optin": [], "optin+proposed": []}
+        phases: list[dict[str, float]] = []
         plain_times: dict[str, list[float]] = {"plain": [], "plain+eval": []}
 
-        def optin_side(name: str, app: ClientAppCallable, proposed: bool) -> Callable[[], float]:
-            def run() -> float:
-                phases[name].append(run_optin(app, proposed).phases())
-                return phases[name][-1]["round"]
-            return run
+        def optin_side() -> float:
+            phases.append(run_optin().phases())
+            return phases[-1]["round"]
 
         def plain_side() -> float:
             start = time.perf_counter()
@@ -240,37 +238,28 @@ def main() -> None:
             plain_times["plain+eval"].append(end - start)
             return end - start
 
-        sides = {"optin": optin_side("optin", client_app, False), "plain": plain_side}
-        if args.proposed:
-            sides["optin+proposed"] = optin_side("optin+proposed", prototypes.counting_client_app, True)
-        interleaved(sides, args.repeats)
+        interleaved({"optin": optin_side, "plain": plain_side}, args.repeats)
 
-        rows = []
-        for name in ("optin", "optin+proposed"):
-            if phases[name]:
-                rows.append([name, *(median([ph[k] for ph in phases[name]]) for k in (*PHASES, "round"))])
-        rows += [["plain DP-SGD", "", median(plain_times["plain"]), "", ""],
-                 ["plain DP-SGD + eval", "", "", "", median(plain_times["plain+eval"])]]
+        rows = [["optin", *(median([ph[k] for ph in phases]) for k in (*PHASES, "round"))],
+                ["plain DP-SGD", "", median(plain_times["plain"]), "", ""],
+                ["plain DP-SGD + eval", "", "", "", median(plain_times["plain+eval"])]]
         print(table(["side (median s)", "query", "train", "evaluate", "round"], rows))
 
-        ratios = []
-        for name in ("optin", "optin+proposed"):
-            if phases[name]:
-                col = {k: [ph[k] for ph in phases[name]] for k in ("train", "round", "dp-sgd", "compute")}
-                ratios.append([f"{name}: train phase / plain DP-SGD",
-                               Paired(col["train"], plain_times["plain"]).describe(),
-                               f"{median([t / c for t, c in zip(col['train'], col['dp-sgd'])]):.3f}x"])
-                ratios.append([f"{name}: round / plain DP-SGD + eval",
-                               Paired(col["round"], plain_times["plain+eval"]).describe(),
-                               f"{median([t / c for t, c in zip(col['round'], col['compute'])]):.3f}x"])
+        col = {k: [ph[k] for ph in phases] for k in ("train", "round", "dp-sgd", "compute")}
+        ratios = [["train phase / plain DP-SGD", Paired(col["train"], plain_times["plain"]).describe(),
+                   f"{median([t / c for t, c in zip(col['train'], col['dp-sgd'])]):.3f}x"],
+                  ["round / plain DP-SGD + eval", Paired(col["round"], plain_times["plain+eval"]).describe(),
+                   f"{median([t / c for t, c in zip(col['round'], col['compute'])]):.3f}x"]]
         print()
         print(table(["ratio", "side by side", "in-run: phase / its own DP-SGD (+eval) time"], ratios))
-        train = Paired([ph["train"] for ph in phases["optin"]], plain_times["plain"])
+        train = Paired(col["train"], plain_times["plain"])
         print(f"\ntrain phase vs plain DP-SGD: {train.describe()} (target <= 1.10: "
               f"{'met' if train.ratio <= 1.10 else 'MISSED'})")
         if args.profile:
-            print("\ncProfile of one more round (optin side, cumulative):")
-            print(profile_top(run_optin, limit=40))
+            profiler = cProfile.Profile()
+            run_optin(profiler)
+            print("\ncProfile of round 1 of one more run (optin side, as timed above; cumulative):")
+            print(profile_report(profiler, limit=70))
 
 
 if __name__ == "__main__":

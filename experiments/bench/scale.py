@@ -3,27 +3,32 @@
 What is measured: for each population size N, a fresh subprocess runs Optin's ServerApp and ClientApp
 in process (``experiments.federation.run_federation``'s grid) on N synthetic workspaces (all
 consenting, ``results-dir`` set as the demo does) with ``fraction-train = cohort / N`` and
-``min-train-nodes = cohort``, so every round trains exactly ``--cohort`` workspaces. Per round, from
-the grid's observer (the end of each ``send_and_receive``) and from timing every ClientApp call:
+``min-train-nodes = cohort``, so every round trains exactly ``--cohort`` workspaces, and
+``fraction-evaluate = cohort / N``, so every round evaluates ``--cohort`` workspaces too (a sample of
+its own). Per round, from the grid's observer (the end of each ``send_and_receive``) and from timing
+every ClientApp call:
 
 - *round*: wall time from the end of round r-1 to the end of round r's evaluation;
-- *query*: the nodes' query handlers (consent, ledger, budget projection, audit entry). Consent is
-  per node and may change every round, so the strategy asks all N: this part necessarily scales
-  with the population, and is also shown per node;
+- *query*: the nodes' query handlers (consent, ledger, budget projection from the cached split,
+  audit entry). Consent is per node and may change every round, so the strategy asks all N: this
+  part necessarily scales with the population, and is also shown per node;
 - *train*: the cohort's train handlers (DP-SGD; should not depend on N);
-- *evaluate*: the nodes' evaluate handlers: the strategy evaluates the new model on every consenting
-  node (``fraction_evaluate`` is 1), so this scales with N too; also per node;
-- *server+grid*: the rest of the round: the strategy (sampling, one server audit-log entry per node
-  for its consent answer and one per node not sampled, each ``fsync``-ed; FedAvg) and the grid
-  (message copies). Also per node.
+- *evaluate*: the evaluate handlers of the sampled nodes (of every consenting node with
+  ``--evaluate-all``); also per node of the population;
+- *server+grid*: the rest of the round: the strategy (sampling, the server's audit entries, one per
+  node for its consent answer and one per node not sampled, written as two batches; FedAvg) and the
+  grid (message copies). Also per node.
 
 Memory: the subprocess's peak resident set (``getrusage`` ``ru_maxrss``) and its growth over the
 resident set measured just before the run (after imports and set-up), so imports do not count.
 Round 0 (the initial model's evaluation, with its own query) is reported apart as start-up.
 
-With ``--proposed``, each size also runs with the edits proposed for ``clients/`` applied by
-monkeypatching (``experiments.bench.prototypes``: parsed-workspace cache, the query counting instead
-of encoding), in its own subprocess, interleaved with the baseline.
+Variants, each in its own subprocess, interleaved: *sampled* (as above; always run), *all* (with
+``--evaluate-all``: ``fraction-evaluate = 1``, every consenting node evaluates every round), and
+*against* (with ``--against DIR``: this script's child run from the source tree ``DIR``, e.g. an
+earlier commit unpacked with ``git archive <commit> | tar -x -C DIR``, with that tree's defaults; its
+``experiments/bench/scale.py`` must accept the child options ``--child --variant --rounds --cohort
+--local-steps --batch-size --seed --threads``). The federation is generated afresh for each run.
 
 Run: ``.venv/bin/python -m experiments.bench.scale`` (``--help`` for options).
 """
@@ -39,19 +44,17 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, MessageType
 
 from clients.app import app as client_app
-from experiments.bench import prototypes
 from experiments.bench.common import apply_threads, header, parser, quiet_logging, table
 from experiments.federation import make_synthetic_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
-from federated.inprocess import ClientAppCallable, run_in_process
+from federated.inprocess import run_in_process
 from server.app import app as server_app
 
 
@@ -67,23 +70,22 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     """Run the federation under ``args.root`` and return the measurements (the subprocess's side)."""
     folders = sorted(p for p in Path(args.root).iterdir() if p.is_dir())
     n = len(folders)
+    cohort_fraction = min(1.0, args.cohort / n)
     config = RunConfig(num_rounds=args.rounds, local_steps=args.local_steps, batch_size=args.batch_size,
-                       fraction_train=min(1.0, args.cohort / n), min_train_nodes=min(args.cohort, n),
-                       seed=args.seed, results_dir=str(Path(args.root).parent / f"results-{n}-{args.variant}"))
+                       fraction_train=cohort_fraction, min_train_nodes=min(args.cohort, n),
+                       fraction_evaluate=args.fraction_evaluate or cohort_fraction, seed=args.seed,
+                       results_dir=str(Path(args.root).parent / f"results-{n}-{args.variant}"))
     marks: list[tuple[str, str, float]] = []
     handler: dict[tuple[str, str], float] = defaultdict(float)
-    app: ClientAppCallable = prototypes.counting_client_app if args.variant == "proposed" else client_app
 
     def timed_app(message: Message, context: Context) -> Message:
         start = time.perf_counter()
         try:
-            return app(message, context)
+            return client_app(message, context)
         finally:
             handler[(message.metadata.message_type, message.metadata.group_id)] += time.perf_counter() - start
 
-    with quiet_logging(), ExitStack() as stack:
-        if args.variant == "proposed":
-            stack.enter_context(prototypes.workspace_cache())
+    with quiet_logging():
         baseline_mb = resident_mb()
         start = time.perf_counter()
         run_in_process(server_app, timed_app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
@@ -107,7 +109,10 @@ def run_child(root: Path, variant: str, args: argparse.Namespace) -> dict[str, A
                "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if variant == "all":
+        command += ["--fraction-evaluate", "1"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False,
+                          cwd=args.against if variant == "against" else None)
     if done.returncode != 0:
         raise SystemExit(f"size {root.name} ({variant}) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -134,9 +139,12 @@ def main() -> None:
                    help="messages per workspace (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=5, help="DP-SGD steps per node (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=16, help="expected Poisson batch size (default: %(default)s)")
-    p.add_argument("--proposed", action="store_true", help="also run each size with the proposed client edits")
+    p.add_argument("--evaluate-all", action="store_true",
+                   help="also run each size with fraction-evaluate = 1 (every consenting node evaluates)")
+    p.add_argument("--against", metavar="DIR", help="also run each size with the code in the source tree DIR")
     p.add_argument("--child", metavar="ROOT", help=argparse.SUPPRESS)
-    p.add_argument("--variant", default="baseline", help=argparse.SUPPRESS)
+    p.add_argument("--variant", default="sampled", help=argparse.SUPPRESS)
+    p.add_argument("--fraction-evaluate", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     apply_threads(args.threads)
     if args.child:
@@ -153,7 +161,7 @@ def main() -> None:
         spec = SyntheticSpec(num_workspaces=n, seed=args.seed, min_messages=args.messages[0],
                              max_messages=args.messages[1])
         for rep in range(args.repeats):
-            variants = ["baseline", "proposed"] if args.proposed else ["baseline"]
+            variants = ["sampled"] + ["all"] * args.evaluate_all + ["against"] * bool(args.against)
             for variant in variants if rep % 2 == 0 else variants[::-1]:
                 root = work / f"{n}-{variant}-{rep}" / "workspaces"
                 make_synthetic_federation(root, spec, opted_out=[])

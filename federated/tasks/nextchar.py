@@ -91,8 +91,9 @@ class CharTransformer(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         length = idx.shape[1]
-        # Positions are expanded to the batch so Opacus sees a per-sample input for pos.
-        positions = (torch.arange(length, device=idx.device) % self.seq_len).expand_as(idx)
+        # Positions are expanded to the batch so Opacus sees a per-sample input for pos, and made contiguous
+        # because Opacus' ghost-clipping norm sampler for embeddings cannot take an expanded view.
+        positions = (torch.arange(length, device=idx.device) % self.seq_len).expand_as(idx).contiguous()
         mask = None if length <= self.seq_len else _block_causal_mask(length, self.seq_len, idx.device)
         x = self.tok(idx) + self.pos(positions)
         for block in self.blocks:

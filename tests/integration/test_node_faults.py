@@ -8,7 +8,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.server.superlink.linkstate.utils import create_message_error_unavailable_res_message
 
 import clients.app as node_app
 from clients.app import app as client_app
@@ -59,4 +60,20 @@ def test_missing_replies_are_logged_and_too_few_updates_leave_the_model_unchange
     strategy._sent[1] = ArrayRecord()
     strategy._sampled[1] = [5, 6]
     assert strategy.aggregate_train(1, []) == (None, None)
+    assert record.round(1).skipped == {5: "no-reply", 6: "no-reply"}
+
+
+def test_a_node_the_superlink_reports_unavailable_is_skipped_as_not_replying() -> None:
+    # Flower's SuperLink answers for a node that missed its heartbeats: the error reply comes from the
+    # SuperLink itself (node id 1) and names the message it stands in for.
+    record = RunRecord(config={})
+    strategy = ConsentAwareFedAvg(record, ConfigRecord())
+    strategy._sent[1] = ArrayRecord()
+    strategy._sampled[1] = [5, 6]
+    strategy._train_messages[1] = [Message(RecordDict(), node, "train", group_id="1") for node in (5, 6)]
+    for message in strategy._train_messages[1]:
+        message.metadata.__dict__["_message_id"] = message.object_id  # what a grid does when it pushes
+    unavailable = create_message_error_unavailable_res_message(strategy._train_messages[1][0].metadata,
+                                                               "node_unavail")
+    assert strategy.aggregate_train(1, [unavailable]) == (None, None)
     assert record.round(1).skipped == {5: "no-reply", 6: "no-reply"}

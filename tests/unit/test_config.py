@@ -18,6 +18,8 @@ def test_round_trip_and_int_to_float() -> None:
     ({"test-fraction": 1.0}, "test-fraction: expected a value in (0, 1), got 1.0"),
     ({"noise-multiplier": -0.5}, "noise-multiplier: expected a value >= 0"),
     ({"fraction-train": 0.0}, "fraction-train: expected a value in (0, 1]"),
+    ({"fraction-evaluate": 1.5}, "fraction-evaluate: expected a value in (0, 1], got 1.5"),
+    ({"reply-timeout": 0}, "reply-timeout: expected a positive value, got 0"),
 ])
 def test_bad_values_name_key_and_expectation(values: dict, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:

@@ -42,3 +42,17 @@ def test_training_changes_the_model_and_survives_empty_poisson_batches() -> None
     assert outcome.steps == 20 and outcome.history == [(1.0, 0.25, 20)]
     assert any(not torch.equal(before[k], outcome.state_dict[k]) for k in before)
     assert all(torch.isfinite(v).all() for v in outcome.state_dict.values())
+
+
+
+def test_a_round_whose_poisson_batches_all_came_out_empty_still_reports_a_finite_loss() -> None:
+    task = get_task("nextchar", seq_len=24)
+    data = task.encode(TEXTS[:4])
+    # No noise: a step on an empty Poisson batch leaves the model exactly as it was.
+    settings = DPSGDSettings(noise_multiplier=0.0, max_grad_norm=1.0, expected_batch_size=1, local_steps=1, lr=0.05)
+    initial = task.build_model(0).state_dict()
+    outcomes = [train_dp_sgd(task, task.build_model(0), data, settings, [], torch.Generator().manual_seed(s))
+                for s in range(12)]
+    empty = [o for o in outcomes if all(torch.equal(o.state_dict[k], initial[k]) for k in initial)]
+    assert 0 < len(empty) < len(outcomes)
+    assert all(math.isfinite(o.mean_loss) and o.mean_loss > 0 for o in outcomes)

@@ -8,15 +8,24 @@ from uuid import uuid4
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.supercore.task_identity import TaskIdentity
 
 from clients.egress import BLOCKED_REASON, egress_check
+from experiments.federation import make_synthetic_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 from federated.protocol import REFUSED_CODE
-from experiments.federation import make_synthetic_federation
 from tests.node_calls import send, send_query, send_train, train_config
 
 SECRET = "alice wrote: the launch is on friday"

@@ -1,9 +1,16 @@
 """The in-process grid delivers copies, keeps each node's state, and turns crashes into error replies."""
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
-import numpy as np
 
 from federated.inprocess import FIRST_NODE_ID, run_in_process
 
