@@ -11,6 +11,7 @@ serving later messages either way.
 
 from __future__ import annotations
 
+import functools
 import logging
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message
@@ -62,14 +63,22 @@ def request_problem(msg: Message, context: Context) -> str | None:
 def _arrays_problem(arrays: object, config: RunConfig) -> str | None:
     if not isinstance(arrays, ArrayRecord):
         return "'arrays' is not an ArrayRecord"
-    expected = get_task(config.task, config.seq_len).build_model(config.seed).state_dict()
-    if list(arrays.keys()) != list(expected):
+    expected = model_layout(config.task, config.seq_len)
+    if list(arrays.keys()) != [key for key, _, _ in expected]:
         return "array keys differ from the model's"
-    for key, tensor in expected.items():
+    for key, dtype, shape in expected:
         array = arrays[key]
-        if tuple(array.shape) != tuple(tensor.shape) or array.dtype != str(tensor.dtype).removeprefix("torch."):
-            return f"array {key!r} is {array.dtype}{list(array.shape)}, expected {tensor.dtype}{list(tensor.shape)}"
+        if tuple(array.shape) != shape or array.dtype != dtype:
+            return f"array {key!r} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}"
     return None
+
+
+@functools.lru_cache(maxsize=8)
+def model_layout(task: str, seq_len: int) -> tuple[tuple[str, str, tuple[int, ...]], ...]:
+    """(key, dtype, shape) of each array of the task's model, in order: built once per process, since they
+    depend on the task and sequence length only, never on the seed or the weights."""
+    state = get_task(task, seq_len).build_model(0).state_dict()
+    return tuple((key, str(t.dtype).removeprefix("torch."), tuple(t.shape)) for key, t in state.items())
 
 
 def refuse(msg: Message, context: Context, reason: str, detail: str) -> Message:

@@ -33,18 +33,20 @@ tiny rounds (tests, demos) and fades relative to compute for real local training
 compute in parallel processes while the in-process baseline runs them one after another, heavy local
 training can hide part of the overhead (the deployed round can even be shorter on many cores).
 
-Measured with this file (``--rounds 3``, 3 workspaces of 100-200 messages) on the 2-core development
-machine while other jobs kept its load average at 8-12, so the absolute figures are pessimistic and
-noisy (an earlier run at 10 local steps, under a lighter load, gave 29.5 s):
+Measured with this file (``--rounds 3``, 3 workspaces of 100-200 messages) on a quiet 2-core machine
+(load average < 1 before the run; each node's processes with ``OMP_NUM_THREADS=1``, which
+``LoopbackDeployment`` sets unless the environment does):
 
     local steps   in process   deployed   overhead   ratio
-              1          4.7       60.3       55.6   12.8x
-             20         31.6       90.9       59.3    2.9x
-    3 ClientApp cold starts at once: 21.4 s (median of 6); polling 3.5 s per exchange;
-    model 3 x (3.5 + 21.4) = 74.8 s, an upper bound (a cold start overlaps the other side's polling).
+              1          0.4       32.3       31.9   82.4x
+             20          0.9       30.1       29.2   33.1x
+    3 ClientApp cold starts at once: 5.2 s (median of 6); polling 3.5 s per exchange;
+    model 3 x (3.5 + 5.2) = 26.1 s; the ~1-2 s per exchange it leaves out is the SuperNode's 0.5 s
+    reply polling and each ClientApp process installing the app bundle (FAB) before it runs.
 
-The overhead, ~57 s per round or ~19 s per exchange here, does not grow with local training; it is
-mostly the ClientApp processes' cold start on a machine with fewer cores than nodes. Rerun for yours:
+The overhead, ~30 s per round or ~10 s per exchange here, does not grow with local training. With
+torch's default threads the 20-step round took 43.9 s (overhead 42.9 s): three ClientApps training at
+once on 2 cores spin-wait on each other. Rerun for yours:
 
     .venv/bin/python -m experiments.bench.deployment_overhead --rounds 3
 """

@@ -53,7 +53,7 @@ def test_hostile_train_configs_are_refused_and_audited(folder: Path, overrides: 
      "array keys differ"),
     (lambda: RecordDict({"arrays": ArrayRecord({k: v.double() for k, v in
                                                 model_arrays().to_torch_state_dict().items()}),
-                         "config": train_config()}), "expected torch.float32"),
+                         "config": train_config()}), "is float64[258, 64], expected float32[258, 64]"),
 ])
 def test_malformed_train_content_is_refused(folder: Path, content, fragment: str) -> None:
     reply = send(folder, "train", SMALL_CONFIG, content())
