@@ -68,7 +68,11 @@ def query(msg: Message, context: Context) -> Message:
             answer.update(consent=False, reason=_refusal_code(exc))
             log.error("workspace %s: %s", node.name, exc)
     log.info("workspace %s: consent %s (%s)", node.name, answer["consent"], answer["reason"])
-    node.audit().append("consent", run_id=str(context.run_id), round=msg.metadata.group_id, **answer)
+    try:
+        node.audit().append("consent", run_id=str(context.run_id), round=msg.metadata.group_id, **answer)
+    except AuditError as exc:
+        # An answer the workspace cannot show it gave is not given: the server reads the refusal as no consent.
+        return _refuse(node, msg, context, "audit-unwritable", str(exc))
     return Message(RecordDict({CONSENT_KEY: ConfigRecord(answer)}), reply_to=msg)
 
 

@@ -28,10 +28,16 @@ from tests.node_calls import send_train
 WORKER = """
 import json, resource, signal, sqlite3, sys
 from pathlib import Path
+from flwr.app import RecordDict
 from tests.conftest import SMALL_CONFIG
-from tests.node_calls import send_train
+from tests.node_calls import send, send_train, train_config
 
-folder, limit = Path(sys.argv[1]), int(sys.argv[2])
+folder, limit, kind = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+
+def call(server_round):
+    if kind == "query":
+        return send(folder, "query", SMALL_CONFIG, RecordDict({"config": train_config()}))
+    return send_train(folder, SMALL_CONFIG, server_round=server_round)
 # A second connection (as `optin ledger show` running alongside would hold) keeps the ledger's WAL index
 # open, so the limit falls on the release's own write to the write-ahead log, not on opening the ledger.
 reader = sqlite3.connect(folder / "ledger.sqlite")
@@ -45,9 +51,9 @@ def seen(reply):
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
 soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-full = seen(send_train(folder, SMALL_CONFIG, server_round=2))
+full = seen(call(2))
 resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space is back
-again = seen(send_train(folder, SMALL_CONFIG, server_round=3))
+again = seen(call(3))
 reader.close()
 print(json.dumps({"full": full, "again": again}))
 """
@@ -62,9 +68,10 @@ def _workspace(tmp_path: Path) -> Path:
     return folder
 
 
-def _run_node_with_file_size_limit(folder: Path, limit: int) -> dict[str, dict]:
-    """Round 2 with writes limited to ``limit`` bytes per file, then round 3 without; what each reply carried."""
-    done = subprocess.run([sys.executable, "-c", WORKER, str(folder), str(limit)], check=False,
+def _run_node_with_file_size_limit(folder: Path, limit: int, kind: str = "train") -> dict[str, dict]:
+    """Round 2's ``kind`` message with writes limited to ``limit`` bytes per file, then round 3's without; what
+    each reply carried."""
+    done = subprocess.run([sys.executable, "-c", WORKER, str(folder), str(limit), kind], check=False,
                           capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -120,3 +127,20 @@ def test_a_full_disk_while_auditing_the_release_refuses_and_leaves_the_log_whole
     assert verify(folder / AUDIT_FILE).ok
     added = list(read_entries(folder / AUDIT_FILE))[len(before.splitlines()):]
     assert [(e["kind"], e["round"]) for e in added] == [("release", 3)]
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_auditing_the_consent_answer_refuses_and_leaves_the_log_whole(tmp_path: Path) -> None:
+    folder = _workspace(tmp_path)
+    before = (folder / AUDIT_FILE).read_bytes()
+
+    replies = _run_node_with_file_size_limit(folder, len(before) + 50, kind="query")
+
+    # An answer the node cannot log is not given: the server reads the refusal as no consent.
+    assert replies["full"] == {"error": "refused: audit-unwritable", "records": []}
+    assert replies["again"] == {"error": None, "records": ["consent"]}
+    after = (folder / AUDIT_FILE).read_bytes()
+    assert after.startswith(before)
+    assert verify(folder / AUDIT_FILE).ok
+    added = list(read_entries(folder / AUDIT_FILE))[len(before.splitlines()):]
+    assert [(e["kind"], e["reason"]) for e in added] == [("consent", "consent-on")]
