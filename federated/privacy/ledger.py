@@ -104,9 +104,13 @@ class Ledger:
         self.close()
 
     def releases(self) -> list[Release]:
-        rows = self._db.execute(
-            "SELECT run_id, round, created_at, accountant, noise_multiplier, sample_rate, steps, delta, "
-            "epsilon_total FROM releases ORDER BY id").fetchall()
+        """Every release, oldest first; ``LedgerError`` if the file cannot be read now (an I/O error)."""
+        try:
+            rows = self._db.execute(
+                "SELECT run_id, round, created_at, accountant, noise_multiplier, sample_rate, steps, delta, "
+                "epsilon_total FROM releases ORDER BY id").fetchall()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"{self.path}: the ledger could not be read ({exc}); {inspect_hint(self.path)}") from exc
         return [Release(*row) for row in rows]
 
     def history(self) -> list[Step]:
