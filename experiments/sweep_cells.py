@@ -111,7 +111,7 @@ def prepare_cell(sweep: SweepConfig, cell: Cell, dataset_folders: list[Path], fo
     canaries = None
     if sweep.audit is not None:
         try:
-            canaries = plan_canaries(sweep.audit, [c.name for c in copies], cell.seed)
+            canaries = plan_canaries(sweep.audit, sorted(c.name for c in copies), cell.seed)
         except ValueError as exc:
             raise ConfigError(f"{sweep.source}: key 'audit.workspace': {exc} (dataset {cell.dataset!r})") from exc
     workspaces = tuple(
