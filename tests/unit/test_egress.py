@@ -20,7 +20,9 @@ from flwr.app import (
 )
 from flwr.supercore.task_identity import TaskIdentity
 
+from clients.app import app as client_app
 from clients.egress import BLOCKED_REASON, egress_check
+from clients.workspace_node import CANARIES_KEY
 from experiments.federation import make_synthetic_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.config import RunConfig
@@ -171,7 +173,10 @@ def test_optins_clientapp_runs_every_reply_through_the_check(tmp_path: Path) -> 
     assert reply.error.reason == "refused: bad-request"
     kinds = [e["kind"] for e in read_entries(folder / AUDIT_FILE)]
     assert kinds == ["consent", "release", "refusal"]
-    (folder / AUDIT_FILE).rename(folder / "audit.moved")
-    (folder / AUDIT_FILE).mkdir()  # the handler now raises OSError, whose text names a path
-    reply = send(folder, "query", config, RecordDict())
-    assert reply.error.reason == BLOCKED_REASON
+    # A node its operator misconfigured: the handler raises, and the exception's text names the bad value.
+    context = Context(1, 7, {"workspace": str(folder), CANARIES_KEY: f"[{SECRET!r}"}, RecordDict(),
+                      config.to_mapping())
+    request = Message(RecordDict(), 7, "query", group_id="1")
+    request.metadata.__dict__["_message_id"] = uuid4().hex
+    reply = client_app(request, context)
+    assert reply.error.reason == BLOCKED_REASON and SECRET not in str(reply.error.reason)
