@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from federated.data.irc import read_log_lines
-from federated.data.records import ChatMessage, Workspace
-from federated.data.source import SourceData, Tally, has_lone_surrogate, json_limit
+from federated.data.records import ChatMessage
+from federated.data.source import SourceData, Tally, assemble, has_lone_surrogate, json_limit
 from federated.errors import DataError
 
 log = logging.getLogger("optin.data.jsonl")
@@ -60,12 +60,7 @@ def read_jsonl(path: Path, *, name: str | None = None, skip_bad_files: bool = Fa
             continue
         messages.extend(file_messages)
         names |= file_names
-    members = tuple(dict.fromkeys(m.user for m in messages))
-    channels = tuple(dict.fromkeys(m.channel for m in messages))
-    messages.sort(key=ChatMessage.sort_key)
-    workspace = Workspace(name=name if name is not None else path.name, members=members, channels=channels,
-                          messages=tuple(messages), report=tally.report(len(messages)))
-    return SourceData(workspace, frozenset(names))
+    return assemble(messages, name if name is not None else path.name, frozenset(names), tally)
 
 
 def _read_file(file: Path, tally: Tally) -> tuple[list[ChatMessage], set[str]]:

@@ -29,8 +29,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from federated.data.irc import LogSlice, parse_log
-from federated.data.records import ChatMessage, Workspace
-from federated.data.source import SourceData, Tally
+from federated.data.records import ChatMessage
+from federated.data.source import SourceData, Tally, assemble
 from federated.errors import DataError
 
 log = logging.getLogger("optin.data.manifest")
@@ -115,12 +115,7 @@ def read_irc_workspace(path: Path, *, name: str | None = None, skip_bad_files: b
             tally.skip(reason, count)
         messages.extend(parsed.messages)
         nicks |= parsed.nicks
-    members = tuple(dict.fromkeys(m.user for m in messages))
-    channels = tuple(dict.fromkeys(m.channel for m in messages))
-    messages.sort(key=ChatMessage.sort_key)
-    workspace = Workspace(name=name if name is not None else path.name, members=members, channels=channels,
-                          messages=tuple(messages), report=tally.report(len(messages)))
-    return SourceData(workspace, frozenset(nicks))
+    return assemble(messages, name if name is not None else path.name, frozenset(nicks), tally)
 
 
 def _slice(entry: Any, index: int, root: Path, channel: str, file: Path) -> LogSlice:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from federated.data.records import Workspace
+from federated.data.records import ChatMessage, Workspace
 
 log = logging.getLogger("optin.data.source")
 
@@ -114,3 +114,13 @@ class Tally:
 
     def report(self, loaded: int) -> LoadReport:
         return LoadReport(self.layout, loaded, dict(sorted(self.skipped.items())), tuple(self.files))
+
+
+def assemble(messages: list[ChatMessage], name: str, names: frozenset[str], tally: Tally) -> SourceData:
+    """A reader's result from its messages (sorted here): members and channels in order of first appearance."""
+    members = tuple(dict.fromkeys(m.user for m in messages))
+    channels = tuple(dict.fromkeys(m.channel for m in messages))
+    messages.sort(key=ChatMessage.sort_key)
+    workspace = Workspace(name=name, members=members, channels=channels, messages=tuple(messages),
+                          report=tally.report(len(messages)))
+    return SourceData(workspace, names)
