@@ -65,7 +65,7 @@ def query(msg: Message, context: Context) -> Message:
             answer["reason"] = "budget-exhausted"
             log.info("workspace %s: cannot afford the proposed round: %s", node.name, exc)
         except OptinError as exc:
-            answer.update(consent=False, reason=_refusal_code(exc))
+            answer.update(consent=False, reason=exc.code)
             log.error("workspace %s: %s", node.name, exc)
     log.info("workspace %s: consent %s (%s)", node.name, answer["consent"], answer["reason"])
     try:
@@ -100,7 +100,7 @@ def train(msg: Message, context: Context) -> Message:
             release = ledger.record(str(context.run_id), server_round, plan.settings.noise_multiplier,
                                     outcome.sample_rate, outcome.steps, policy.delta)
     except OptinError as exc:
-        return _refuse(node, msg, context, _refusal_code(exc), str(exc))
+        return _refuse(node, msg, context, exc.code, str(exc))
 
     arrays = ArrayRecord(outcome.state_dict)
     size, digest = fingerprint(arrays)
@@ -112,7 +112,7 @@ def train(msg: Message, context: Context) -> Message:
                             delta=policy.delta, privacy_unit=policy.privacy_unit)
     except AuditError as exc:
         # Nothing leaves unlogged; the ledger already counts this release, so its budget stays spent.
-        return _refuse(node, msg, context, _refusal_code(exc), str(exc))
+        return _refuse(node, msg, context, exc.code, str(exc))
     log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f; lifetime ε=%.3f (δ=%g)", node.name,
              server_round, outcome.steps, outcome.sample_rate, plan.settings.noise_multiplier,
              release.epsilon_total, policy.delta)
@@ -140,7 +140,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         task = get_task(config.task, config.seq_len)
         data = task.encode(node.held_out_texts(config))
     except OptinError as exc:
-        return _refuse(node, msg, context, _refusal_code(exc), str(exc))
+        return _refuse(node, msg, context, exc.code, str(exc))
     model = task.build_model(config.seed)
     model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
     result = task.evaluate(model, data)
@@ -160,8 +160,3 @@ def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, de
         log.error("workspace %s: could not audit the refusal: %s", node.name, exc)
     return Message(Error(REFUSED_CODE, f"refused: {reason}"), reply_to=msg)
 
-
-def _refusal_code(exc: OptinError) -> str:
-    return {"BudgetError": "budget-exhausted", "LedgerError": "ledger-unsound", "ConfigError": "bad-config",
-            "DataError": "data-error", "PolicyError": "policy-invalid", "LedgerWriteError": "ledger-write-failed",
-            "AuditError": "audit-unwritable"}.get(type(exc).__name__, "refused")

@@ -43,6 +43,8 @@ AUDIT_FILE = "audit.jsonl"
 class AuditError(OptinError):
     """The audit log cannot be appended to or repaired (unreadable, broken, or the write failed)."""
 
+    code = "audit-unwritable"
+
 
 def _digest(entry: dict[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}

@@ -71,6 +71,8 @@ class Release:
 class LedgerWriteError(LedgerError):
     """A release could not be stored in the ledger (the storage failed, the ledger itself may be sound)."""
 
+    code = "ledger-write-failed"
+
 
 def inspect_hint(path: Path) -> str:
     return f"inspect it with `optin ledger show --workspace {path.parent}` or `sqlite3 {path} .dump`"
