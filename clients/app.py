@@ -7,23 +7,31 @@ The node enforces its own privacy, whatever the server asks:
   nothing.
 - The round runs with the stricter of the server's request and the policy (more noise, smaller
   clipping norm).
-- The lifetime budget is checked before training: if the round would take the ledger's ε past
-  ``max_epsilon``, the node refuses. A ledger that cannot be trusted means no training.
+- One writer at a time: from the budget check to the audit entry, a ``train`` holds the workspace's
+  exclusive lock, so two runs (two federations, two nodes on one folder) cannot both spend the last
+  of the budget. A (run, round) the workspace already released is refused: answering it twice would
+  give the server two noisy views of one update.
+- The lifetime budget is checked before training and again inside the ledger's write transaction: if
+  the round would take the ledger's ε past ``max_epsilon``, the node refuses. A ledger that cannot be
+  trusted (unreadable, or disagreeing with the verified audit log) means no training.
 - Each release is written to the ledger (one transaction) and the audit log *before* the reply
   leaves, so a crash never loses a release that was sent. If either write fails (a full disk, an
   I/O error), the node replies with a refusal (``ledger-write-failed``, ``audit-unwritable``) and the
   model is not sent; a release the ledger recorded but the node did not send only costs budget.
+- DP sampling and noise come from the OS at every release (``clients.dp_training``), never from the
+  run config, so a server cannot replay them.
 
-What a reply may carry: the consent answer (``federated.protocol.CONSENT_FIELDS``), the model arrays after local
-DP-SGD, and the scalar metrics in ``federated.protocol.TRAIN_METRICS`` / ``EVAL_METRICS``. Never text, names or
-anything per message.
+What a reply may carry (``federated.protocol``): the consent answer (``CONSENT_FIELDS``), the model
+arrays after local DP-SGD, and the scalars in ``TRAIN_METRICS``, each independent of the messages
+(public settings and the ε they account to). An ``evaluate`` reply carries no metrics: the node
+evaluates on its held-out split and keeps the result in its audit log. Never text, names, counts,
+losses or anything per message.
 """
 
 from __future__ import annotations
 
 import logging
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 
 from clients.dp_training import train_dp_sgd
@@ -57,12 +65,13 @@ def query(msg: Message, context: Context) -> Message:
             with node.open_ledger() as ledger:
                 spent = ledger.spent(policy.delta)
                 answer["remaining-epsilon"] = max(0.0, policy.max_epsilon - spent)
+                ledger.check_unit(policy.privacy_unit)
                 if "config" in msg.content:
                     settings, _ = parse_train_config(msg.content["config"])
-                    plan_round(settings, policy, ledger, node.num_training_samples(config, policy))
+                    plan_round(settings, policy, ledger)
                 answer["can-afford"] = True
         except BudgetError as exc:
-            answer["reason"] = "budget-exhausted"
+            answer["reason"] = exc.code
             log.info("workspace %s: cannot afford the proposed round: %s", node.name, exc)
         except OptinError as exc:
             answer.update(consent=False, reason=exc.code)
@@ -72,81 +81,87 @@ def query(msg: Message, context: Context) -> Message:
         node.audit().append("consent", run_id=str(context.run_id), round=msg.metadata.group_id, **answer)
     except AuditError as exc:
         # An answer the workspace cannot show it gave is not given: the server reads the refusal as no consent.
-        return _refuse(node, msg, context, "audit-unwritable", str(exc))
+        return _refuse(node, msg, context, exc.code, str(exc))
     return Message(RecordDict({CONSENT_KEY: ConfigRecord(answer)}), reply_to=msg)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Local DP-SGD from the global model; replies with the new model, metrics and lifetime ε."""
+    """Local DP-SGD from the global model; replies with the new model, its public settings and lifetime ε."""
     node = WorkspaceNode.from_context(context)
     config = RunConfig.from_mapping(context.run_config)
     decision = node.consent(config)
     if not decision.consent or decision.policy is None:
         return _refuse(node, msg, context, decision.reason)
     policy = decision.policy
+    run_id = str(context.run_id)
+    group_size = policy.max_messages_per_member if policy.privacy_unit == "member" else 1
     try:
         requested, server_round = parse_train_config(msg.content["config"])
         task = get_task(config.task, config.seq_len)
-        with node.open_ledger() as ledger:
+        with node.lock(), node.open_ledger() as ledger:
+            ledger.check_not_released(run_id, server_round)
+            ledger.check_unit(policy.privacy_unit)
+            plan = plan_round(requested, policy, ledger)
             data = node.training_samples(task, config, policy)
-            plan = plan_round(requested, policy, ledger, len(data))
             model = task.build_model(config.seed)
             model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-            generator = torch.Generator().manual_seed(node.seed_for(config, server_round))
-            outcome = train_dp_sgd(task, model, data, plan.settings, ledger.history(), generator)
-            if outcome.sample_rate != plan.sample_rate or outcome.steps != plan.settings.local_steps:
-                raise RuntimeError("DP-SGD ran a different mechanism than planned; nothing is released")
-            release = ledger.record(str(context.run_id), server_round, plan.settings.noise_multiplier,
-                                    outcome.sample_rate, outcome.steps, policy.delta)
+            outcome = train_dp_sgd(task, model, data, plan.settings, node.generator(run_id, server_round))
+            arrays = ArrayRecord(outcome.state_dict)
+            size, digest = fingerprint(arrays)
+            release = ledger.record(run_id, server_round, plan.settings.noise_multiplier, outcome.sample_rate,
+                                    outcome.steps, policy.delta, max_epsilon=policy.max_epsilon,
+                                    privacy_unit=policy.privacy_unit, group_size=group_size, sha256=digest,
+                                    private=node.private)
+            # Nothing leaves unlogged; if this append fails the ledger already counts the release (the safe side).
+            node.audit().append(
+                "release", run_id=run_id, round=server_round, bytes=size, sha256=digest,
+                l2_norm=update_norm(arrays, msg.content["arrays"]), steps=outcome.steps,
+                sample_rate=outcome.sample_rate, noise_multiplier=plan.settings.noise_multiplier,
+                max_grad_norm=plan.settings.max_grad_norm, epsilon_total=release.epsilon_total,
+                delta=policy.delta, privacy_unit=policy.privacy_unit, private=node.private,
+                kept_local={"train_loss": outcome.mean_loss, "zeroed_gradients": outcome.dropped_samples})
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
-
-    arrays = ArrayRecord(outcome.state_dict)
-    size, digest = fingerprint(arrays)
-    try:
-        node.audit().append("release", run_id=str(context.run_id), round=server_round, bytes=size, sha256=digest,
-                            l2_norm=update_norm(arrays, msg.content["arrays"]), steps=outcome.steps,
-                            sample_rate=outcome.sample_rate, noise_multiplier=plan.settings.noise_multiplier,
-                            max_grad_norm=plan.settings.max_grad_norm, epsilon_total=release.epsilon_total,
-                            delta=policy.delta, privacy_unit=policy.privacy_unit)
-    except AuditError as exc:
-        # Nothing leaves unlogged; the ledger already counts this release, so its budget stays spent.
-        return _refuse(node, msg, context, exc.code, str(exc))
-    log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f; lifetime ε=%.3f (δ=%g)", node.name,
+    log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f; lifetime ε=%.3f (δ=%g)%s", node.name,
              server_round, outcome.steps, outcome.sample_rate, plan.settings.noise_multiplier,
-             release.epsilon_total, policy.delta)
+             release.epsilon_total, policy.delta, "" if node.private else " [repeatable seed: NOT private]")
     metrics = MetricRecord({
-        "num-examples": len(data),
-        "train-loss": outcome.mean_loss,
         "epsilon": release.epsilon_total,
         "delta": policy.delta,
         "steps": outcome.steps,
         "sample-rate": outcome.sample_rate,
         "noise-multiplier": plan.settings.noise_multiplier,
+        "max-grad-norm": plan.settings.max_grad_norm,
+        "private": int(node.private),
     })
     return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Loss and next-character accuracy of the received model on this workspace's held-out split."""
+    """Loss and next-character accuracy of the received model on this workspace's held-out split, kept on the node.
+
+    The result goes to the workspace's audit log (``evaluation`` entry, ``kept_local``) for its operator; the
+    reply carries no metrics, since a noiseless evaluation is outside every ε.
+    """
     node = WorkspaceNode.from_context(context)
     config = RunConfig.from_mapping(context.run_config)
     decision = node.consent(config)
-    if not decision.consent:
+    if not decision.consent or decision.policy is None:
         return _refuse(node, msg, context, decision.reason)
     try:
         task = get_task(config.task, config.seq_len)
-        data = task.encode(node.held_out_texts(config))
+        data = task.encode(node.held_out_texts(config, decision.policy))
+        model = task.build_model(config.seed)
+        model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
+        result = task.evaluate(model, data)
+        node.audit().append("evaluation", run_id=str(context.run_id), round=msg.metadata.group_id, sent=[],
+                            kept_local={"loss": result["loss"], "accuracy": result["accuracy"],
+                                        "held_out": len(data)})
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
-    model = task.build_model(config.seed)
-    model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
-    result = task.evaluate(model, data)
-    metrics = MetricRecord({"num-examples": len(data), "eval-loss": result["loss"],
-                            "eval-accuracy": result["accuracy"]})
-    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+    return Message(RecordDict({"metrics": MetricRecord({})}), reply_to=msg)
 
 
 def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, detail: str = "") -> Message:
@@ -159,4 +174,3 @@ def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, de
         # The refusal goes out whether or not it could be logged (the same full disk may block both).
         log.error("workspace %s: could not audit the refusal: %s", node.name, exc)
     return Message(Error(REFUSED_CODE, f"refused: {reason}"), reply_to=msg)
-

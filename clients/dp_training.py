@@ -1,45 +1,58 @@
 """Local DP-SGD on one workspace's messages with Opacus.
 
-Guarantee (per call): each optimizer step clips every sample's gradient to L2
-norm ``max_grad_norm`` and adds Gaussian noise of std
-``noise_multiplier * max_grad_norm`` to their sum; batches are drawn by Poisson
-sampling (each sample independently with probability ``sample_rate``), so
-batches vary in size and may be empty. The Opacus RDP accountant is restored
-from ``history`` before training and records every step taken, so ε covers all
-earlier releases of the run, not this call alone.
-Assumption: one dataset row is one privacy unit (a message). Noise and
-sampling come from a seeded ``torch.Generator`` (Opacus' ``secure_mode`` off):
-fine for research runs, not a defence against floating-point attacks.
+Guarantee (per call): ``local_steps`` steps, each of which
 
-Per-sample gradients come from PyTorch's ExpandedWeights (Opacus
-``grad_sample_mode="ew"``) when every layer with parameters is one it computes
-exact per-sample gradients for (``EW_LAYERS``) and no parameter is tied, else
-from Opacus' hooks. Both give the same per-sample gradients (up to float
-rounding; ``experiments/bench/dp_overhead.py`` checks it), and clipping, noise
-and accounting are the same ``DPOptimizer`` either way; on the flagship model a
-step costs about 1.3x a non-private step with ExpandedWeights, 1.7x with hooks
-(BENCHMARKS.md). ExpandedWeights cannot run an empty batch, so an empty Poisson
-batch skips the forward pass and steps on zero per-sample gradients: exactly
-what hooks produce for it (nothing to clip, noise only).
+- draws its batch by **Poisson sampling**: every training sample joins independently with probability
+  ``sample_rate`` (a public setting, never derived from the number of samples), so batches vary in size
+  and may be empty;
+- computes every sample's gradient, **zeroes any per-sample gradient that is not finite** (a hostile model
+  can make one sample's gradient NaN or Inf, which clipping cannot bound: zeroed, that sample contributes
+  nothing, so one sample still moves the sum by at most ``max_grad_norm``), clips each to L2 norm
+  ``max_grad_norm`` (Opacus' flat clipping) and sums them;
+- adds Gaussian noise of std ``noise_multiplier * max_grad_norm`` to the sum and divides by
+  ``expected_batch_size``, a public constant (dividing by the real batch size would make the step depend
+  on it).
+
+So each step is the Poisson-subsampled Gaussian mechanism with noise multiplier ``noise_multiplier`` and
+rate ``sample_rate`` on one sample's contribution (neighbouring relation: add or remove one sample; the
+node makes one sample per privacy unit); ``clients.round_plan`` accounts it.
+
+**Randomness**: sampling and noise come from a fresh ``torch.Generator`` per call, seeded with 64 bits from
+``os.urandom`` (``privacy_generator``). Nothing the server sends or knows enters it, so the server cannot
+replay the noise and subtract it; two calls on the same inputs give different releases. The noise uses
+Opacus' secure-mode sampling (each Gaussian is the scaled sum of four draws, against floating-point
+attacks on a single Gaussian sample, Mironov 2012 / Jin et al. 2021). Limits: torch's CPU generator is a
+Mersenne Twister, not a cryptographic generator: the defence is that its 64-bit seed is secret and fresh,
+and that its outputs are never released except added to gradients. A node-local operator setting can
+instead seed it for repeatable research runs (``repeatable_generator``); such releases are not private
+and are marked so by the caller.
+
+Per-sample gradients come from PyTorch's ExpandedWeights (Opacus ``grad_sample_mode="ew"``) when every
+layer with parameters is one it computes exact per-sample gradients for (``EW_LAYERS``) and no parameter is
+tied, else from Opacus' hooks; clipping and noise are the same ``DPOptimizer`` either way. ExpandedWeights
+cannot run an empty batch, so an empty Poisson batch skips the forward pass and steps on zero per-sample
+gradients: exactly what hooks produce for it (nothing to clip, noise only).
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import warnings
 from dataclasses import dataclass
 
 import torch
-from opacus import PrivacyEngine
+from opacus.grad_sample.utils import prepare_module
+from opacus.optimizers import DPOptimizer, get_optimizer_class
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from federated.privacy.accounting import Step, make_accountant
 from federated.tasks import Task
 
-# Both are expected here: secure_mode is off by design (see above), and the first
-# layer's input is token ids, which never require gradients.
-warnings.filterwarnings("ignore", message="Secure RNG turned off")
+log = logging.getLogger("optin.node.dp")
+
+# Expected: the first layer's input is token ids, which never require gradients.
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
 
 
@@ -49,10 +62,15 @@ EW_LAYERS = (nn.Linear, nn.Embedding, nn.LayerNorm)
 
 @dataclass(frozen=True)
 class DPSGDSettings:
-    """What one round of local DP-SGD runs with (already the stricter of server and node)."""
+    """What one round of local DP-SGD runs with (already the stricter of server and node).
+
+    ``sample_rate`` is the Poisson rate ``q``; ``expected_batch_size`` only scales the step (the noisy sum of
+    clipped gradients is divided by it), like a learning rate: it is public and does not affect privacy.
+    """
 
     noise_multiplier: float
     max_grad_norm: float
+    sample_rate: float
     expected_batch_size: int
     local_steps: int
     lr: float
@@ -60,13 +78,24 @@ class DPSGDSettings:
 
 @dataclass(frozen=True)
 class DPSGDOutcome:
-    """What actually ran: the state dict after training and the accountant's full history."""
+    """What actually ran: the state dict after training, the steps and sampling rate, and node-local figures
+    (``mean_loss``, ``dropped_samples``) that stay on the node."""
 
     state_dict: dict[str, torch.Tensor]
-    history: list[Step]
     steps: int
     sample_rate: float
-    mean_loss: float
+    mean_loss: float | None
+    dropped_samples: int
+
+
+def privacy_generator() -> torch.Generator:
+    """A generator for DP sampling and noise, seeded with 64 fresh bits from the OS."""
+    return torch.Generator().manual_seed(int.from_bytes(os.urandom(8), "little"))
+
+
+def repeatable_generator(seed: int) -> torch.Generator:
+    """A generator seeded by a node-local operator setting, for repeatable research runs: not private."""
+    return torch.Generator().manual_seed(seed)
 
 
 def grad_sample_mode(model: nn.Module) -> str:
@@ -77,64 +106,63 @@ def grad_sample_mode(model: nn.Module) -> str:
     return "ew" if len(owned) == len(set(owned)) and all(type(m) in EW_LAYERS for m in owners) else "hooks"
 
 
-def train_dp_sgd(
-    task: Task,
-    model: nn.Module,
-    data: TensorDataset,
-    settings: DPSGDSettings,
-    history: list[Step],
-    generator: torch.Generator,
-) -> DPSGDOutcome:
-    """Run ``settings.local_steps`` DP-SGD steps on ``data``; ``model`` must be a plain (unwrapped) module."""
+def train_dp_sgd(task: Task, model: nn.Module, data: TensorDataset, settings: DPSGDSettings,
+                 generator: torch.Generator) -> DPSGDOutcome:
+    """Run ``settings.local_steps`` DP-SGD steps on ``data``; ``model`` must be a plain (unwrapped) module.
+
+    ``data`` may be empty: every batch is then empty and each step releases noise only.
+    """
+    if not 0 < settings.sample_rate <= 1:
+        raise ValueError(f"sample_rate: expected a value in (0, 1], got {settings.sample_rate}")
     model.train()
-    engine = PrivacyEngine(accountant="rdp")
-    engine.accountant = make_accountant("rdp", history)
-    # Opacus sets the Poisson rate to 1/len(loader); this batch size makes it expected_batch_size/N.
-    batch_size = max(1, min(settings.expected_batch_size, len(data)))
-    loader = DataLoader(data, batch_size=batch_size, generator=generator)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
     mode = grad_sample_mode(model)
-    private_model, private_optimizer, private_loader = engine.make_private(
-        module=model,
-        optimizer=optimizer,
-        data_loader=loader,
+    private_model = prepare_module(model, grad_sample_mode=mode, batch_first=True, loss_reduction="mean")
+    optimizer_class = get_optimizer_class(clipping="flat", distributed=False, grad_sample_mode=mode)
+    optimizer: DPOptimizer = optimizer_class(
+        torch.optim.SGD(private_model.parameters(), lr=settings.lr, momentum=0.9),
         noise_multiplier=settings.noise_multiplier,
         max_grad_norm=settings.max_grad_norm,
-        poisson_sampling=True,
-        noise_generator=generator,
-        grad_sample_mode=mode,
+        expected_batch_size=settings.expected_batch_size,
+        loss_reduction="mean",
+        generator=generator,
+        secure_mode=True,
     )
+    inputs_all, targets_all = data.tensors
     losses: list[float] = []
-    steps = 0
-    while steps < settings.local_steps:
-        for inputs, targets in private_loader:
-            private_optimizer.zero_grad(set_to_none=True)
-            if len(inputs):
-                loss = task.loss(private_model(inputs), targets)
-                loss.backward()
-                if math.isfinite(loss.item()):
-                    losses.append(loss.item())
-            else:
-                for param in private_optimizer.params:
-                    param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
-            private_optimizer.step()
-            steps += 1
-            if steps == settings.local_steps:
-                break
-    sample_rate = 1.0 / len(loader)
+    dropped = 0
+    for _ in range(settings.local_steps):
+        optimizer.zero_grad(set_to_none=True)
+        chosen = (torch.rand(len(inputs_all), generator=generator) < settings.sample_rate).nonzero().squeeze(1)
+        if len(chosen):
+            loss = task.loss(private_model(inputs_all[chosen]), targets_all[chosen])
+            loss.backward()
+            if math.isfinite(loss.item()):
+                losses.append(loss.item())
+            dropped += zero_non_finite_samples(optimizer)
+        else:
+            for param in optimizer.params:
+                param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+        optimizer.step()
+    if dropped:
+        log.warning("zeroed %d non-finite per-sample gradient(s): the model sent is likely hostile", dropped)
     state = {k: v.detach().clone() for k, v in private_model._module.state_dict().items()}
-    return DPSGDOutcome(
-        state_dict=state,
-        history=list(engine.accountant.history),
-        steps=steps,
-        sample_rate=sample_rate,
-        mean_loss=sum(losses) / len(losses) if losses else _full_loss(task, private_model._module, data),
-    )
+    return DPSGDOutcome(state_dict=state, steps=settings.local_steps, sample_rate=settings.sample_rate,
+                        mean_loss=sum(losses) / len(losses) if losses else None, dropped_samples=dropped)
 
 
 @torch.no_grad()
-def _full_loss(task: Task, model: nn.Module, data: TensorDataset) -> float:
-    """The trained model's loss on all of ``data``: the training loss when every Poisson batch came out empty
-    (small workspaces), so the reply stays finite and the release it paid for is not dropped."""
-    inputs, targets = data.tensors
-    return float(task.loss(model(inputs), targets)) if len(inputs) else 0.0
+def zero_non_finite_samples(optimizer: DPOptimizer) -> int:
+    """Zero every sample's gradient (in all parameters) whose squared L2 norm is not finite (a NaN or Inf entry,
+    or entries too large to square); returns how many samples were zeroed. Whether a sample is zeroed depends
+    on that sample alone."""
+    grads = [g for g in optimizer.grad_samples if g is not None]
+    if not grads:
+        return 0
+    samples = grads[0].shape[0]
+    squared = sum(grad.reshape(samples, -1).square().sum(dim=1) for grad in grads)
+    finite = torch.isfinite(squared)
+    if finite.all():
+        return 0
+    for grad in grads:
+        grad[~finite] = 0
+    return int((~finite).sum())

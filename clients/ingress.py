@@ -2,8 +2,11 @@
 
 Guarantee: a ``query`` may carry only an optional ``config`` (a valid round config); ``train``
 exactly ``arrays`` and ``config``; ``evaluate`` ``arrays`` and an optional ``config``. The arrays
-must have exactly the keys, shapes and dtypes of the run's model, and the config must parse with
-``parse_train_config``. Anything else gets the refusal ``refused: bad-request`` and a ``refusal``
+must have exactly the keys, shapes and dtypes of the run's model, every value finite and at most
+``MAX_ABS_WEIGHT`` in magnitude (a hostile model with a NaN row would otherwise turn the release into a
+membership signal; DP-SGD also zeroes non-finite per-sample gradients, so this is defence in depth), and
+the config must parse with ``parse_train_config``. The check looks at what the server sent only, never
+at the workspace's data, so a refusal reveals nothing about it. Anything else gets the refusal ``refused: bad-request`` and a ``refusal``
 entry (with what was wrong) in the workspace's audit log; no data is read and nothing is trained.
 ``GuardedClientApp`` does the same for a message type the node does not offer. The node keeps
 serving later messages either way.
@@ -14,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Error, Message
 from flwr.clientapp import ClientApp
 from flwr.clientapp.typing import ClientAppCallable
@@ -26,6 +30,9 @@ from federated.protocol import REFUSED_CODE
 from federated.tasks import get_task
 
 log = logging.getLogger("optin.ingress")
+
+MAX_ABS_WEIGHT = 1e6
+"""The largest weight magnitude a node accepts in a model from the server: far beyond any trained model's."""
 
 _RECORDS = {"query": (set(), {"config"}), "train": ({"arrays", "config"}, set()),
             "evaluate": ({"arrays"}, {"config"})}
@@ -70,6 +77,16 @@ def _arrays_problem(arrays: object, config: RunConfig) -> str | None:
         array = arrays[key]
         if tuple(array.shape) != shape or array.dtype != dtype:
             return f"array {key!r} is {array.dtype}{list(array.shape)}, expected {dtype}{list(shape)}"
+        try:
+            values = array.numpy()
+        except (ValueError, TypeError) as exc:
+            return f"array {key!r} does not deserialize ({type(exc).__name__})"
+        if tuple(values.shape) != shape or str(values.dtype) != dtype:
+            return f"array {key!r} holds {values.dtype}{list(values.shape)}, expected {dtype}{list(shape)}"
+        if not np.isfinite(values).all():
+            return f"array {key!r} has NaN or Inf values"
+        if values.size and float(np.abs(values).max()) > MAX_ABS_WEIGHT:
+            return f"array {key!r} has values beyond ±{MAX_ABS_WEIGHT:g}"
     return None
 
 

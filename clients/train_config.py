@@ -2,8 +2,8 @@
 
 Guarantee: ``parse_train_config`` returns settings only for a ConfigRecord with exactly the keys of
 ``TRAIN_CONFIG_FIELDS``, each of its type (an int is accepted for a float), finite, in range and
-under the node's hard caps (``MAX_LOCAL_STEPS``, ``MAX_BATCH_SIZE``, ``MAX_LR``), so a hostile
-config can neither crash the node nor make it run unbounded work. Anything else is a
+under the node's hard caps (``MAX_LOCAL_STEPS``, ``MAX_BATCH_SIZE``, ``MAX_LR``; ``sample-rate`` in
+(0, 1]), so a hostile config can neither crash the node nor make it run unbounded work. Anything else is a
 ``ConfigError`` naming the key, the value and what was expected.
 """
 
@@ -25,6 +25,7 @@ _RANGES: dict[str, tuple[float, float, bool]] = {
     # key: (lowest, highest, lowest allowed itself)
     "server-round": (0, math.inf, True),
     "local-steps": (1, MAX_LOCAL_STEPS, True),
+    "sample-rate": (0.0, 1.0, False),
     "batch-size": (1, MAX_BATCH_SIZE, True),
     "lr": (0.0, MAX_LR, False),
     "noise-multiplier": (0.0, 1e6, True),
@@ -52,6 +53,7 @@ def parse_train_config(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
     settings = DPSGDSettings(
         noise_multiplier=float(values["noise-multiplier"]),
         max_grad_norm=float(values["max-grad-norm"]),
+        sample_rate=float(values["sample-rate"]),
         expected_batch_size=int(values["batch-size"]),
         local_steps=int(values["local-steps"]),
         lr=float(values["lr"]),

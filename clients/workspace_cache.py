@@ -3,11 +3,12 @@
 A node answers three messages per round for its workspace (query, train, evaluate), and the
 in-process grid or a Flower simulation actor serves many workspaces from one process; without this,
 each message parses, scrubs and splits the whole data folder again. ``load_split`` keeps the split
-per (data folder, workspace name, test fraction, seed) together with a *signature* of the files it
-came from, and reuses it only while the signature is unchanged.
+per (data folder, workspace name, node secret, held-out fraction) together with a *signature* of the
+files it came from, and reuses it only while the signature is unchanged. The key holds a keyed digest
+of the secret, not the secret, so the process's memory holds one copy of it less.
 
 Guarantee: ``load_split`` returns what ``split_messages(load_workspace(data, name=name).messages,
-test_fraction, seed)`` returns for the files as they are when it is called, never an earlier state
+held_out_fraction, secret)`` returns for the files as they are when it is called, never an earlier state
 of them, as fresh lists of immutable ``ChatMessage``s that the caller may change freely.
 
 The signature covers every file and folder under ``data`` (symbolic links followed, as the loaders
@@ -46,7 +47,7 @@ from federated.data.manifest import MANIFEST_FILE, read_manifest
 from federated.errors import DataError
 
 Split = tuple[list[ChatMessage], list[ChatMessage]]
-_Key = tuple[str, str, float, int]
+_Key = tuple[str, str, bytes, float]
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,12 @@ class WorkspaceCache:
         """Messages kept, over all workspaces."""
         return self._messages
 
-    def load_split(self, data: Path, name: str, test_fraction: float, seed: int) -> Split:
+    def load_split(self, data: Path, name: str, secret: bytes, held_out_fraction: float) -> Split:
         """(train, held-out) of the workspace in the data folder ``data``, as ``split_messages`` splits it.
 
         Raises what ``load_workspace`` raises (``DataError`` naming the file) when the data cannot be read.
         """
-        key = (os.path.abspath(data), name, test_fraction, seed)
+        key = (os.path.abspath(data), name, _secret_key(secret), held_out_fraction)
         with self._lock:
             entry = self._entries.get(key)
         try:
@@ -102,8 +103,8 @@ class WorkspaceCache:
             signature = data_signature(Path(data), content_after_ns)
         except (OSError, DataError):
             # A missing folder, an unreadable file or a bad manifest: the loader reports it properly.
-            return _load(data, name, test_fraction, seed)
-        train, held_out = _load(data, name, test_fraction, seed)
+            return _load(data, name, secret, held_out_fraction)
+        train, held_out = _load(data, name, secret, held_out_fraction)
         self._store(key, _Entry(signature, content_after_ns, tuple(train), tuple(held_out)))
         return train, held_out
 
@@ -166,13 +167,18 @@ def _content_digest(path: str) -> str:
         return hashlib.file_digest(f, "blake2b").hexdigest()
 
 
-def _load(data: Path, name: str, test_fraction: float, seed: int) -> Split:
-    return split_messages(list(load_workspace(data, name=name).messages), test_fraction, seed)
+def _load(data: Path, name: str, secret: bytes, held_out_fraction: float) -> Split:
+    return split_messages(list(load_workspace(data, name=name).messages), held_out_fraction, secret)
+
+
+def _secret_key(secret: bytes) -> bytes:
+    """A digest that tells secrets apart in cache keys without being the secret (or usable as its HMAC key)."""
+    return hashlib.blake2b(secret, digest_size=16, person=b"optin-cache-key").digest()
 
 
 _process_cache = WorkspaceCache()
 
 
-def load_split(data: Path, name: str, test_fraction: float, seed: int) -> Split:
+def load_split(data: Path, name: str, secret: bytes, held_out_fraction: float) -> Split:
     """``WorkspaceCache.load_split`` on this process's cache (one per process, shared by every node it serves)."""
-    return _process_cache.load_split(data, name, test_fraction, seed)
+    return _process_cache.load_split(data, name, secret, held_out_fraction)

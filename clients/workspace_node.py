@@ -1,17 +1,18 @@
 """Which workspace a node serves, and access to its policy, ledger, audit log and messages.
 
-A node's workspace folder holds ``policy.toml``, ``data/`` (its messages), ``ledger.sqlite``
-and ``audit.jsonl``. The folder comes from the node config key ``workspace`` (how an operator
-starts a SuperNode, and the in-process mode), or, in Flower's simulation, from the run config's
-``workspaces-root``: partition ``i`` serves the ``i``-th sub-folder in sorted order.
+A node's workspace folder holds ``policy.toml``, ``data/`` (its messages), ``node.secret`` (keys the
+held-out split and member groups), ``ledger.sqlite`` and ``audit.jsonl``. The folder comes from the node
+config key ``workspace`` (how an operator starts a SuperNode, and the in-process mode), or, in Flower's
+simulation, from the run config's ``workspaces-root``: partition ``i`` serves the ``i``-th sub-folder in
+sorted order.
 Messages are read only through ``training_samples`` and ``held_out_texts``, which the ClientApp
 calls only after consent was checked.
 
 Audit canaries: the node config key ``audit-canaries`` (a JSON list of strings) adds those texts to
 the training split in memory, one training message each, for an empirical privacy audit
 (``experiments.canary_audit``). They are never written to the workspace folder, never held out,
-and they count as training messages for the sampling rate and ε like any other. Only whoever
-starts the node sets its node config; a server cannot.
+and each is one training record like any other message. Only whoever starts the node sets its
+node config; a server cannot.
 """
 
 from __future__ import annotations
@@ -19,24 +20,32 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+import torch
 from flwr.app import Context
 from torch.utils.data import TensorDataset
 
+from clients.dp_training import privacy_generator, repeatable_generator
+
 from clients.workspace_cache import load_split
-from federated.audit import AUDIT_FILE, AuditLog, read_entries
+from federated.audit import AUDIT_FILE, AuditLog
 from federated.config import RunConfig
 from federated.data import ChatMessage
-from federated.errors import ConfigError, DataError, LedgerError
-from federated.privacy.ledger import LEDGER_FILE, Ledger, inspect_hint
-from federated.privacy.policy import POLICY_FILE, ConsentDecision, Policy, decide_consent
+from federated.data.records import MEMBER_GROUP_DOMAIN, keyed_uniform, message_identity
+from federated.errors import ConfigError, DataError
+from federated.privacy.ledger import LEDGER_FILE, Ledger
+from federated.privacy.ledger_check import open_checked_ledger
+from federated.privacy.node_secret import node_secret
+from federated.privacy.policy import POLICY_FILE, ConsentDecision, Policy, decide_consent, read_policy
+from federated.privacy.workspace_lock import WORKSPACE_LOCK_TIMEOUT_S, workspace_lock
 from federated.tasks import Task
 
 DATA_FOLDER = "data"
 CANARIES_KEY = "audit-canaries"
+REPEATABLE_SEED_KEY = "repeatable-seed"
 CANARY_CHANNEL = "audit-canaries"
 
 
@@ -47,13 +56,17 @@ class WorkspaceNode:
     folder: Path
     canaries: tuple[str, ...] = ()
     """Audit canaries added to the training split in memory (empty outside audits)."""
+    repeatable_seed: int | None = None
+    """Node config ``repeatable-seed``: seeds DP sampling and noise for repeatable research runs; every
+    release made so is marked not private (ledger, audit log, reply). Unset (the default): OS randomness."""
 
     @classmethod
     def from_context(cls, context: Context) -> WorkspaceNode:
         """Resolve the workspace folder from the node config (or the simulation partition), and any canaries."""
         canaries = _canaries(context.node_config.get(CANARIES_KEY))
+        seed = _repeatable_seed(context.node_config.get(REPEATABLE_SEED_KEY))
         if "workspace" in context.node_config:
-            return cls(Path(str(context.node_config["workspace"])), canaries)
+            return cls(Path(str(context.node_config["workspace"])), canaries, seed)
         root = str(context.run_config.get("workspaces-root", ""))
         if not root or "partition-id" not in context.node_config:
             raise ConfigError(
@@ -65,7 +78,7 @@ class WorkspaceNode:
         if index >= len(folders):
             raise DataError(f"workspaces-root {root}: no workspace folder for partition {index} "
                             f"({len(folders)} folders found)")
-        return cls(folders[index], canaries)
+        return cls(folders[index], canaries, seed)
 
     @property
     def name(self) -> str:
@@ -79,66 +92,110 @@ class WorkspaceNode:
         return AuditLog(self.folder / AUDIT_FILE)
 
     def open_ledger(self) -> Ledger:
-        """The workspace's ledger; ``LedgerError`` if it is unsound or has gone missing."""
-        path = self.folder / LEDGER_FILE
-        if not path.exists() and (self.folder / AUDIT_FILE).exists():
-            released = sum(1 for e in read_entries(self.folder / AUDIT_FILE) if e.get("kind") == "release")
-            if released:
-                raise LedgerError(f"{path}: ledger missing but the audit log records {released} release(s); "
-                                  f"refusing to start from an empty budget; {inspect_hint(path)}")
-        return Ledger(path)
+        """The workspace's ledger, once it agrees with the verified audit log (``federated.privacy.ledger_check``):
+        ``LedgerError`` (``ledger-unsound``) if it is unsound, missing, rolled back or replaced, or if the audit
+        log does not verify. Ledger, log and head all absent: a fresh workspace (an empty ledger is created)."""
+        return open_checked_ledger(self.folder / LEDGER_FILE, self.folder / AUDIT_FILE)
 
-    def _split(self, config: RunConfig) -> tuple[list[ChatMessage], list[ChatMessage]]:
-        train, held_out = self._split_files(config)
+    def lock(self, timeout: float = WORKSPACE_LOCK_TIMEOUT_S) -> AbstractContextManager[None]:
+        """The workspace's exclusive lock (``federated.privacy.workspace_lock``): hold it from the budget check to
+        the audit entry of a release. Excludes other processes and other threads; ``LockError`` after
+        ``timeout`` seconds of waiting."""
+        return workspace_lock(self.folder, timeout)
+
+    def secret(self) -> bytes:
+        """The workspace's node secret (``federated.privacy.node_secret``), created on first use.
+
+        It keys the held-out split and the member groups; it is never logged or sent, and no run setting
+        enters either, so the server can neither choose nor reproduce them.
+        """
+        return node_secret(self.folder)
+
+    def _split(self, config: RunConfig, policy: Policy | None = None) -> tuple[list[ChatMessage], list[ChatMessage]]:
+        """(train + canaries, held-out). ``policy`` gives the held-out fraction; ``None`` reads the policy file
+        now (``PolicyError`` if it is invalid). ``config`` is not used: the split is the node's alone."""
+        train, held_out = self._split_files(policy if policy is not None else self._policy())
         return [*train, *canary_messages(self.canaries)], held_out
 
-    def _split_files(self, config: RunConfig) -> tuple[list[ChatMessage], list[ChatMessage]]:
-        """(train, held-out) of the messages in the workspace's data files."""
-        return load_split(self.folder / DATA_FOLDER, self.name, config.test_fraction, config.seed)
+    def _split_files(self, policy: Policy) -> tuple[list[ChatMessage], list[ChatMessage]]:
+        """(train, held-out) of the messages in the workspace's data files, each message placed on its own by
+        the node secret (``split_messages``): removing one message moves nothing else."""
+        return load_split(self.folder / DATA_FOLDER, self.name, self.secret(), policy.held_out_fraction)
+
+    def _policy(self) -> Policy:
+        return read_policy(self.folder / POLICY_FILE)
 
     def training_samples(self, task: Task, config: RunConfig, policy: Policy) -> TensorDataset:
-        """The training split as DP samples: one per message, or one per member (at most k messages each)."""
-        train, _ = self._split(config)
+        """The training split as DP samples: one per message, or one per member (at most k messages each).
+
+        Guarantee (the neighbouring relation): under the message unit, removing one message from the data
+        removes exactly its own sample, or nothing if it was held out; under the member unit, removing one
+        member removes exactly that member's sample. Neither the split nor the groups depend on the run config.
+        """
+        train, _ = self._split(config, policy)
         if policy.privacy_unit == "message":
             return task.encode([m.text for m in train])
-        return task.encode_groups(member_groups(train, policy.max_messages_per_member, config.seed),
+        return task.encode_groups(member_groups(train, policy.max_messages_per_member, self.secret()),
                                   per_group=policy.max_messages_per_member)
 
-    def num_training_samples(self, config: RunConfig, policy: Policy) -> int:
-        """How many DP samples ``training_samples`` makes (messages, or members), without encoding any."""
-        train, _ = self._split(config)
-        return len(train) if policy.privacy_unit == "message" else len({m.user for m in train})
+    def held_out_texts(self, config: RunConfig, policy: Policy | None = None) -> list[str]:
+        """The held-out split's texts (never trained on). ``policy`` gives the held-out fraction; ``None``
+        reads the policy file now (``PolicyError`` if it is invalid)."""
+        return [m.text for m in self._split(config, policy)[1]]
 
-    def held_out_texts(self, config: RunConfig) -> list[str]:
-        return [m.text for m in self._split(config)[1]]
+    def generator(self, run_id: str, server_round: int) -> torch.Generator:
+        """The generator for this release's DP sampling and noise: fresh OS randomness, unless the operator set
+        ``repeatable-seed`` (then derived from it, the run id and the round: repeatable, not private)."""
+        if self.repeatable_seed is None:
+            return privacy_generator()
+        digest = hashlib.sha256(f"{self.repeatable_seed}:{run_id}:{server_round}".encode()).digest()
+        return repeatable_generator(int.from_bytes(digest[:8], "little"))
 
-    def seed_for(self, config: RunConfig, server_round: int) -> int:
-        """A seed unique to (run seed, workspace, round), stable across processes."""
-        digest = hashlib.sha256(f"{config.seed}:{self.name}:{server_round}".encode()).digest()
-        return int.from_bytes(digest[:8], "little")
+    @property
+    def private(self) -> bool:
+        """False when releases use the operator's repeatable seed (research runs): their noise is not secret."""
+        return self.repeatable_seed is None
 
 
-def member_groups(messages: list[ChatMessage], limit: int, seed: int) -> list[list[str]]:
-    """One group per member: a seeded random choice of at most ``limit`` of their messages.
+def member_groups(messages: list[ChatMessage], limit: int, secret: bytes) -> list[list[str]]:
+    """One group per member, in member-id order: at most ``limit`` of their messages, the rest unused.
 
-    This is the member-level contribution bound: a member's other messages are not used.
+    This is the member-level contribution bound. Which messages are kept is keyed per member: each of the
+    member's messages is ranked by ``keyed_uniform(secret, MEMBER_GROUP_DOMAIN, message_identity(m))`` (the
+    identity holds the member id; ties broken by the identity) and the ``limit`` lowest are kept, in rank
+    order. Guarantee: a member's group depends only on the content of that member's messages and the
+    secret, never on other members, timestamps, the input order or a run setting; so removing one member
+    removes exactly its group and leaves every other group as it was. Without the secret the choice is
+    unpredictable (HMAC as a PRF).
     """
-    by_member: dict[str, list[str]] = defaultdict(list)
+    by_member: dict[str, list[ChatMessage]] = defaultdict(list)
     for message in messages:
-        by_member[message.user].append(message.text)
-    rng = np.random.default_rng(seed)
+        by_member[message.user].append(message)
     groups = []
     for member in sorted(by_member):
-        texts = by_member[member]
-        chosen = rng.permutation(len(texts))[:limit]
-        groups.append([texts[i] for i in sorted(chosen)])
+        ranked = sorted(by_member[member], key=lambda m: _rank(m, secret))
+        groups.append([m.text for m in ranked[:limit]])
     return groups
+
+
+def _rank(message: ChatMessage, secret: bytes) -> tuple[float, bytes]:
+    identity = message_identity(message)
+    return keyed_uniform(secret, MEMBER_GROUP_DOMAIN, identity), identity
 
 
 def canary_messages(texts: tuple[str, ...]) -> list[ChatMessage]:
     """Audit canaries as training messages, each from its own member (one privacy unit per canary copy)."""
     return [ChatMessage(ts=f"0.{i:06d}", user=f"audit-canary-{i}", channel=CANARY_CHANNEL, text=text)
             for i, text in enumerate(texts)]
+
+
+def _repeatable_seed(value: object) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(str(value))
+    except ValueError as exc:
+        raise ConfigError(f"node config {REPEATABLE_SEED_KEY!r}: expected an integer, got {value!r}") from exc
 
 
 def _canaries(value: object) -> tuple[str, ...]:

@@ -45,6 +45,8 @@ from flwr.app import ArrayRecord, Context, Message, MessageType
 
 from clients.app import app as client_app
 from clients.workspace_node import CANARIES_KEY
+from experiments.federation import served_folders
+from experiments.node_metrics import merge_node_local
 from federated.config import RunConfig
 from federated.inprocess import Observer, run_in_process
 from federated.privacy.accounting import epsilon
@@ -138,12 +140,17 @@ def run_with_canaries(folders: Sequence[Path], config: RunConfig, plan: CanaryPl
                       observer: Observer | None = None) -> ArrayRecord:
     """Run the federation in process with the plan's canaries in memory; the global model the receiver got last.
 
-    Raises ``RuntimeError`` unless that model is the one of the final round's evaluation (the receiver
-    did not consent, or was not evaluated in the last round).
+    With ``results-dir`` set, the run's ``metrics.json`` gets the node-local figures, as
+    ``experiments.federation.run_federation`` adds them. Nothing here reads a count, loss or accuracy a node
+    sent: the audit scores the received model itself. Raises ``RuntimeError`` unless that model is the one of
+    the final round's evaluation (the receiver did not consent, or was not evaluated in the last round).
     """
     received = ReceivedModel(client_app, plan.receiver)
     node_configs = [{"workspace": str(f), CANARIES_KEY: json.dumps(plan.injected(f.name))} for f in folders]
-    run_in_process(server_app, received, node_configs, config.to_mapping(), observer=observer)
+    grid = run_in_process(server_app, received, node_configs, config.to_mapping(), observer=observer)
+    if config.results_dir:
+        merge_node_local(Path(config.results_dir) / "metrics.json", list(folders), str(grid.run.run_id),
+                         {folder: node_id for node_id, folder in served_folders(grid).items()})
     if received.arrays is None or (received.message_type, received.round) != (MessageType.EVALUATE,
                                                                                 str(config.num_rounds)):
         raise RuntimeError(f"audit: workspace {plan.receiver!r} did not receive the final global model (last message "

@@ -18,6 +18,7 @@ from experiments.cli_common import console, fail
 from federated.audit import AUDIT_FILE, read_entries, repair, verify
 from federated.errors import OptinError
 from federated.privacy.ledger import LEDGER_FILE, Ledger
+from federated.privacy.ledger_check import audit_releases, match_releases
 from federated.privacy.one_run_audit import epsilon_lower_bound
 from federated.privacy.policy import (
     POLICY_FILE,
@@ -73,6 +74,7 @@ def policy_init(
     max_epsilon: float = typer.Option(8.0, help="Lifetime ε budget of the workspace, across all runs."),
     delta: float = typer.Option(1e-5, help="δ of the lifetime budget."),
     privacy_unit: str = typer.Option("message", help=f"One of {', '.join(PRIVACY_UNITS)}."),
+    held_out_fraction: float = typer.Option(0.2, help="Share of messages held out for evaluation, in (0, 1)."),
     force: bool = typer.Option(False, help="Replace an existing policy file."),
 ) -> None:
     """Write a policy file with every field explicit; consent stays off until `optin consent on`.
@@ -83,8 +85,8 @@ def policy_init(
     if path.exists() and not force:
         fail(f"{path}: already exists (use --force to replace it)")
     try:
-        policy = parse_policy({"max_epsilon": max_epsilon, "delta": delta, "privacy_unit": privacy_unit},
-                              "command line")
+        policy = parse_policy({"max_epsilon": max_epsilon, "delta": delta, "privacy_unit": privacy_unit,
+                               "held_out_fraction": held_out_fraction}, "command line")
     except OptinError as exc:
         fail(exc)
     workspace.mkdir(parents=True, exist_ok=True)
@@ -122,7 +124,8 @@ def policy_check(workspace: Path = WORKSPACE) -> None:
 
 @ledger_app.command("show")
 def ledger_show(workspace: Path = WORKSPACE) -> None:
-    """Per run: releases, steps and lifetime ε after it; then spent and remaining budget.
+    """Per run: releases, rounds, privacy unit, steps and lifetime ε after it; then spent and remaining budget,
+    and whether the ledger agrees with the workspace's audit log (the check the node makes before training).
 
     Example: optin ledger show --workspace ./acme
     """
@@ -142,18 +145,28 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
     except OptinError as exc:
         fail(exc)
     table = Table(title=f"Privacy ledger of {workspace.resolve().name} (RDP accountant, δ={delta:g})")
-    for column in ("run", "releases", "rounds", "steps", "lifetime ε after run"):
-        table.add_column(column, justify="right" if column != "run" else "left", no_wrap=True)
+    for column in ("run", "releases", "rounds", "unit", "steps", "lifetime ε after run"):
+        table.add_column(column, justify="left" if column in ("run", "unit") else "right", no_wrap=True)
     runs: dict[str, list] = {}
     for release in releases:
         runs.setdefault(release.run_id, []).append(release)
     for run_id, items in runs.items():
         rounds = sorted({r.round for r in items})
-        table.add_row(run_id, str(len(items)), f"{rounds[0]}-{rounds[-1]}", str(sum(r.steps for r in items)),
+        units = ", ".join(sorted({r.privacy_unit if r.privacy_unit == "message" else f"member (≤{r.group_size} msgs)"
+                                  for r in items}))
+        table.add_row(run_id, str(len(items)), f"{rounds[0]}-{rounds[-1]}", units, str(sum(r.steps for r in items)),
                       f"{items[-1].epsilon_total:.3f}")
     console.print(table)
     budget = f" of {policy.max_epsilon:g}; remaining {max(0.0, policy.max_epsilon - spent):.3f}" if policy else ""
     console.print(f"spent ε = {spent:.3f}{budget}")
+    try:
+        audited = audit_releases(workspace / AUDIT_FILE)
+        match_releases(path, releases, workspace / AUDIT_FILE, audited)
+    except OptinError as exc:
+        console.print(f"[red]the node will refuse to train:[/red] {exc}", highlight=False)
+        raise typer.Exit(1) from exc
+    console.print(f"agrees with {AUDIT_FILE}: its {len(audited)} release(s) match ledger rows in order",
+                  highlight=False)
 
 
 @audit_app.command("verify")

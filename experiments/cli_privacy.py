@@ -5,6 +5,15 @@ Poisson sampling at ``--sampling-rate`` (1: every unit, no amplification), with 
 z (std z × clipping norm). Neighbouring relation: one unit added or removed (a message for
 message-level DP-SGD, a workspace's update for central DP-FedAvg). The last line printed is the
 number alone, for scripts; ε = ∞ is printed ``inf``.
+
+Edge rules (those of ``federated.privacy.accounting``): ε is never negative — where an accountant's
+ε falls below 0 (δ large next to what the mechanism leaks) 0 is printed, still an upper bound since
+δ alone then covers the leakage; noise above 1e6 is accounted as 1e6 and noise below 1e-6 gives
+``inf`` (both upper bounds); inputs the PRV accountant cannot compute (δ below what its grid
+resolves, about 1e-14..1e-12; δ very close to 1; grids over 1e7 points from tiny noise or huge step
+counts) are one-line errors naming the accountant. The RDP accountant takes every valid input.
+``noise`` says which accountant cannot certify a target and why, and what PRV gives when RDP
+cannot.
 """
 
 from __future__ import annotations
@@ -23,19 +32,25 @@ privacy_app = typer.Typer(help="Privacy accounting: ε of a mechanism, or the no
 
 _RATE = "Poisson sampling rate per step (expected batch size / N; 1 = every unit, no amplification)."
 _STEPS = "Number of Gaussian steps (rounds × local steps for DP-SGD; rounds for central DP)."
-_DELTA = "δ of the (ε, δ) guarantee; keep it below 1/N."
-_ACCOUNTANT = "Opacus accountant: rdp (Rényi DP) or prv (privacy loss random variables; tighter)."
+_DELTA = ("δ of the (ε, δ) guarantee, in (0, 1); keep it below 1/N. ε is never negative: where the accountant "
+          "gives ε < 0 (δ large next to the mechanism's leakage) 0 is printed, still an upper bound.")
+_ACCOUNTANT = ("Opacus accountant: rdp (Rényi DP; any valid input) or prv (privacy loss random variables; tighter, "
+               "but refuses δ below what its grid resolves, ~1e-14..1e-12, and grids over 1e7 points).")
 
 
 @privacy_app.command()
 def epsilon(
     sampling_rate: float = typer.Option(..., "--sampling-rate", help=_RATE),
-    noise_multiplier: float = typer.Option(..., "--noise-multiplier", help="Noise std / clipping norm (0: no DP)."),
+    noise_multiplier: float = typer.Option(..., "--noise-multiplier",
+                                           help="Noise std / clipping norm (0: no DP, ε = inf; below 1e-6: inf; "
+                                                "above 1e6: accounted as 1e6)."),
     steps: int = typer.Option(..., "--steps", help=_STEPS),
     delta: float = typer.Option(1e-5, "--delta", help=_DELTA),
     accountant: str = typer.Option("rdp", "--accountant", help=_ACCOUNTANT),
 ) -> None:
-    """Print the ε of the mechanism; the last line is the number alone.
+    """Print the ε of the mechanism (≥ 0, or inf); the last line is the number alone.
+
+    ε is clamped at 0 where the accountant's value is negative (large δ): (ε, δ)-DP with ε < 0 implies (0, δ)-DP.
 
     Example: optin privacy epsilon --sampling-rate 0.01 --noise-multiplier 1.1 --steps 1000 --delta 1e-5
     """
@@ -60,6 +75,9 @@ def noise(
     accountant: str = typer.Option("rdp", "--accountant", help=_ACCOUNTANT),
 ) -> None:
     """Print the smallest noise multiplier with ε at most the target (within 0.01); last line: the number alone.
+
+    A target an accountant cannot certify with any noise (RDP's order grid bottoms out near 0.1 at δ = 1e-5; PRV
+    adds 0.01 to every ε) is an error naming that accountant, its smallest ε and, for RDP, what PRV gives.
 
     Example: optin privacy noise --target-epsilon 8 --sampling-rate 0.01 --steps 1000 --delta 1e-5
     """

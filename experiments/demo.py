@@ -3,6 +3,10 @@
 Shows the whole round data flow on one machine in a few minutes: consent
 queries, skips, local DP-SGD with Opacus on each consenting workspace, FedAvg,
 held-out evaluation, per-workspace ε from the Opacus RDP accountant.
+
+The losses and accuracies it prints are node-local figures: each node keeps them in
+its workspace's audit log and sends none; the demo holds every workspace folder, so it
+reads them back (``experiments.node_metrics``). A real server never sees them.
 """
 
 from __future__ import annotations
@@ -18,12 +22,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from experiments.federation import make_synthetic_federation, run_federation
+from experiments.node_metrics import round_figures, workspace_figures
 from experiments.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 
-DEMO_CONFIG = RunConfig(num_rounds=5, local_steps=30, batch_size=32, lr=0.1, noise_multiplier=1.0,
-                        max_grad_norm=1.0)
+DEMO_CONFIG = RunConfig(num_rounds=5, local_steps=30, sample_rate=0.05, batch_size=30, lr=0.1,
+                        noise_multiplier=1.0, max_grad_norm=1.0)
+"""The demo's run: with ``SyntheticSpec``'s default sizes (300 to 1200 messages, 80% for training) a sampling
+rate of 0.05 draws about 12 to 48 messages per step, 30 on average: the public normalizer ``batch-size``."""
 
 
 @dataclass(frozen=True)
@@ -76,25 +83,42 @@ def run_demo(results_root: Path, spec: SyntheticSpec, opted_out: int, config: Ru
 
 def print_demo(result: DemoResult, console: Console) -> None:
     """The per-round and per-workspace tables, and where the results are."""
-    rounds = Table(title="Global model per round (held-out splits of consenting workspaces)")
-    for column in ("round", "trained", "skipped", "train loss", "eval loss", "eval accuracy"):
+    local = round_figures(result.metrics)
+    rounds = Table(title="Global model per round (held-out splits of consenting workspaces, node-local figures)")
+    for column in ("round", "trained", "skipped", "train loss", "held-out loss", "held-out accuracy"):
         rounds.add_column(column, justify="right", no_wrap=True)
     for r in result.metrics["rounds"]:
-        m = r["metrics"]
+        figures = local.get(int(r["round"]), {})
         rounds.add_row(str(r["round"]), str(len(r["trained"])), str(len(r["skipped"])),
-                       _fmt(m.get("train-loss")), _fmt(m.get("eval-loss")), _fmt(m.get("eval-accuracy")))
+                       _fmt(figures.get("train-loss")), _fmt(figures.get("eval-loss")),
+                       _fmt(figures.get("eval-accuracy")))
     console.print(rounds)
 
-    workspaces = Table(title="Workspaces (ε from the Opacus RDP accountant, message-level DP)")
-    for column in ("workspace", "consent", "rounds", "ε spent", "δ", "accuracy"):
+    nodes = sorted(result.metrics["nodes"].items(), key=lambda kv: int(kv[0]))
+    deltas = {entry["delta"] for _, entry in nodes if entry["delta"] is not None}
+    # One δ for all (the usual case) goes in the title, so the table fits an 80-column terminal.
+    shared = f", δ = {next(iter(deltas)):g}" if len(deltas) == 1 else ""
+    workspaces = Table(title=f"Workspaces (ε from the Opacus RDP accountant, message-level DP{shared})")
+    columns = ("workspace", "consent", "rounds", "ε spent", *(("δ",) if not shared else ()), "held-out", "accuracy")
+    for column in columns:
         workspaces.add_column(column, justify="left" if column == "workspace" else "right", no_wrap=True)
-    for node_id, entry in sorted(result.metrics["nodes"].items(), key=lambda kv: int(kv[0])):
-        workspaces.add_row(result.names.get(node_id, f"node {node_id}"), entry.get("consent", "?"),
-                           str(entry["rounds_joined"]), _fmt(entry["epsilon"]), _fmt(entry["delta"], "g"),
-                           _fmt(entry.get("eval_accuracy")))
+    for node_id, entry in nodes:
+        name = result.names.get(node_id, f"node {node_id}")
+        last = _last_evaluation(workspace_figures(result.metrics, name))
+        workspaces.add_row(name, entry.get("consent", "?"), str(entry["rounds_joined"]), _fmt(entry["epsilon"]),
+                           *((_fmt(entry["delta"], "g"),) if not shared else ()),
+                           str(last["held-out"]) if last else "-", _fmt(last.get("eval-accuracy") if last else None))
     console.print(workspaces)
+    console.print("Losses and accuracies: each workspace's own figures, read from its audit log (this demo holds "
+                  "every workspace); nodes send none of them to the server.", soft_wrap=True)
     console.print(f"Results: {result.run_dir}  (metrics.json, audit.jsonl, config.toml, run.log, plots/accuracy.png)",
                   soft_wrap=True)
+
+
+def _last_evaluation(rounds: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
+    """The workspace's figures of the last round it evaluated in, if any."""
+    evaluated = [n for n, f in rounds.items() if "eval-accuracy" in f]
+    return rounds[max(evaluated)] if evaluated else None
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:

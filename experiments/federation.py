@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients.app import app as client_app
+from experiments.node_metrics import merge_node_local
 from federated.config import RunConfig
 from federated.data import SyntheticSpec, generate_federation
-from federated.inprocess import Observer, run_in_process
+from federated.inprocess import InProcessGrid, Observer, run_in_process
 from federated.privacy.policy import Policy, write_policy
 from server.app import app as server_app
 
@@ -42,7 +43,21 @@ def make_synthetic_federation(root: Path, spec: SyntheticSpec, opted_out: Sequen
 
 def run_federation(folders: Sequence[Path], config: RunConfig,
                    observer: Observer | None = None) -> dict[int, Path]:
-    """Run Optin's ServerApp and ClientApp in process; returns which node id served which folder."""
+    """Run Optin's ServerApp and ClientApp in process; returns which node id served which folder.
+
+    With ``results-dir`` set, the run's ``metrics.json`` also gets the node-local figures (held-out loss and
+    accuracy, training loss) read back from the workspaces' audit logs (``experiments.node_metrics``): this
+    caller holds every folder, which a deployment's server never does.
+    """
     grid = run_in_process(server_app, client_app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
                           observer=observer)
+    served = served_folders(grid)
+    if config.results_dir:
+        merge_node_local(Path(config.results_dir) / "metrics.json", list(folders), str(grid.run.run_id),
+                         {folder: node_id for node_id, folder in served.items()})
+    return served
+
+
+def served_folders(grid: InProcessGrid) -> dict[int, Path]:
+    """Node id to the workspace folder its node config names."""
     return {node.node_id: Path(str(node.context.node_config["workspace"])) for node in grid.nodes}

@@ -32,6 +32,11 @@ What :func:`run_flower_simulation` guarantees:
 - **Success means success.** The function returns only when Flower reports the
   run as ``finished:completed`` and ``<results-dir>/metrics.json`` exists;
   otherwise it raises :class:`FlowerRunError` naming the reason and the log.
+- **Node-local figures.** The caller holds every workspace folder, so after a
+  completed run ``metrics.json`` gets the figures each node kept in its audit log
+  (``experiments.node_metrics``; partition ``i`` is the ``i``-th sorted folder),
+  for the run id Flower printed, or, if no log names it, the only run id the logs
+  hold (fresh copies). A deployment's server never sees these figures.
 
 The streamed output of ``flwr run`` is kept in ``<results-dir>/flwr-run.log``.
 """
@@ -53,6 +58,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from experiments.node_metrics import merge_node_local, run_ids
 from federated.config import RunConfig
 from federated.errors import ConfigError, OptinError
 
@@ -197,6 +203,8 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
                                  f"{log_tail(log_path)}")
         if not metrics.is_file():
             raise FlowerRunError(f"flwr run {run_id} completed but wrote no {metrics}; log {log_path}")
+        served = folders[:num_supernodes]
+        merge_node_local(metrics, served, _logged_run_id(run_id, served))
         log.info("flwr run %s: %s in %.1f s; results in %s", run_id, status, elapsed, results)
         succeeded = True
     finally:
@@ -209,6 +217,17 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
             log.warning("flwr run failed; Flower home kept at %s (SuperLink log: %s)", home,
                         home / "local-superlink" / "superlink.log")
     return results
+
+
+def _logged_run_id(run_id: str, folders: list[Path]) -> str:
+    """``run_id`` if the workspaces' audit logs name it, else the only run id they hold (fresh copies)."""
+    logged = run_ids(folders)
+    if run_id in logged or len(logged) != 1:
+        return run_id
+    (only,) = logged
+    log.warning("flwr run %s: the workspaces' audit logs name run %s only; reading its node-local figures",
+                run_id, only)
+    return only
 
 
 def find_processes(flwr_home: Path) -> list[int]:

@@ -12,7 +12,10 @@ Each run has its own copy of the workspace folders, so one run's ledger
 (lifetime ε budget) never limits another. For every workspace the comparison
 reports held-out next-character accuracy of the initial model (round 0 of the
 federated run), of the federated model and of its alone model (last round),
-and means over workspaces (plain, and weighted by held-out messages).
+and means over workspaces (plain, and weighted by held-out messages). These are
+node-local figures: each node keeps its evaluation in its workspace's audit log
+and sends none; the experiment holds every workspace and reads them back
+(``experiments.node_metrics``).
 
 Results: ``results/<UTC time>-irc/`` with ``config.toml``, ``federated/metrics.json``,
 ``alone/<workspace>/metrics.json``, ``comparison.json``, ``report.md``,
@@ -39,6 +42,7 @@ from rich.table import Table
 from experiments.cli_common import console as cli_console
 from experiments.cli_common import fail
 from experiments.federation import run_federation
+from experiments.node_metrics import workspace_figures
 from experiments.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
 from federated.config import RunConfig
 from federated.data import PARTITIONS, build_irc_workspaces, irc_corpus_dir, resolve_data_root
@@ -203,17 +207,19 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
 
 def _compare(run_dir: Path, federated: dict[str, Any], names: dict[str, str],
              alone: dict[str, dict[str, Any]]) -> Comparison:
-    first, last = federated["rounds"][0]["evaluated"], federated["rounds"][-1]["evaluated"]
+    """Per workspace, from the node-local figures each run's ``metrics.json`` holds (``experiments.node_metrics``)."""
+    first, last = federated["rounds"][0]["round"], federated["rounds"][-1]["round"]
     rows = []
-    for node_id, name in sorted(names.items(), key=lambda kv: kv[1]):
-        own = alone[name]["rounds"][-1]["evaluated"]
-        alone_metrics = next(iter(own.values()), {})
+    for name in sorted(names.values()):
+        own = workspace_figures(federated, name)
+        alone_own = workspace_figures(alone[name], name)
+        alone_last = alone[name]["rounds"][-1]["round"]
         rows.append(WorkspaceResult(
             name=name,
-            held_out=int(first.get(node_id, {}).get("num-examples", 0)),
-            initial=first.get(node_id, {}).get("eval-accuracy"),
-            federated=last.get(node_id, {}).get("eval-accuracy"),
-            alone=alone_metrics.get("eval-accuracy"),
+            held_out=int(own.get(first, {}).get("held-out", 0)),
+            initial=own.get(first, {}).get("eval-accuracy"),
+            federated=own.get(last, {}).get("eval-accuracy"),
+            alone=alone_own.get(alone_last, {}).get("eval-accuracy"),
         ))
     return Comparison(run_dir, tuple(rows))
 
@@ -224,8 +230,11 @@ def _report(comparison: Comparison, experiment: IrcExperiment) -> str:
         "# IRC workspaces: federated vs trained alone",
         "",
         (f"{len(comparison.workspaces)} workspaces, {run.num_rounds} rounds x {run.local_steps} DP-SGD steps "
-         f"(batch {run.batch_size}, lr {run.lr}, noise multiplier {run.noise_multiplier}, "
+         f"(Poisson rate {run.sample_rate:g}, batch normalizer {run.batch_size}, lr {run.lr}, "
+         f"noise multiplier {run.noise_multiplier}, "
          f"clip {run.max_grad_norm}), max lines per workspace: {experiment.max_lines or 'all'}."),
+        "",
+        "Held-out accuracies are node-local figures, read from each workspace's audit log; nodes never send them.",
         "",
         "| workspace | held-out msgs | initial | alone | federated |",
         "|---|---:|---:|---:|---:|",

@@ -5,7 +5,8 @@ which accountant: local DP-SGD ε is message-level (add/remove one message of on
 Poisson sampling, amplification claimed), central DP-FedAvg ε is workspace-level (one workspace's
 update zeroed, every consenting node in every round, *no* amplification claimed). No DP is
 reported as ε = ∞, never as a number. Accuracy is the global model's next-character accuracy on
-the held-out splits of the consenting workspaces after the last round; the spread is over seeds.
+the held-out splits of the consenting workspaces after the last round (node-local figures the sweep
+reads from the workspaces' audit logs; nodes never send them); the spread is over seeds.
 With a canary audit (``experiments.canary_audit``), each cell's claimed ε for one canary, the
 empirical one-run lower bound and the canaries' exposure are reported too, and a lower bound above
 its claim is flagged at the top of the report as a bug.
@@ -41,11 +42,12 @@ MECHANISMS = {
     "none": ("No DP: each node runs the same DP-SGD code with noise multiplier 0 (per-example clipping only), "
              "the server plain FedAvg. ε = ∞."),
     "local": ("Local DP-SGD on each workspace (Opacus): per-message gradients clipped to `max-grad-norm`, Gaussian "
-              "noise of std z·C per step, z calibrated per workspace to the target for its Poisson rate "
-              "q = 1/ceil(N/batch-size) and T = rounds × local steps. Neighbouring relation: add/remove one message "
+              "noise of std z·C per step, z calibrated to the target for the Poisson rate q = `sample-rate` and "
+              "T = rounds × local steps. q is public and the same for every workspace (never derived from a "
+              "workspace's size), so one z serves all of them. Neighbouring relation: add/remove one message "
               "of one workspace. Sampling: Poisson over messages, so amplification by sampling is claimed. "
               "ε: the sweep's accountant over the node's ledger history (the node itself accounts with RDP). "
-              "Server: FedAvg weighted by training-set size, no central noise."),
+              "Server: equal-weight FedAvg (nodes send no counts), no central noise."),
     "central": ("Central workspace-level DP-FedAvg (Flower's server-side fixed-clipping wrapper): each update clipped "
                 "to C, equal-weight average over the m updates of the round, Gaussian noise of std z·C/m per "
                 "coordinate. Neighbouring relation: one workspace (its update replaced by zero). Sampling: every "
@@ -230,7 +232,12 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
         f"{sum(c['seconds'] for c in cells):.0f} s in all (sum of the cells' wall times).",
         "",
         "Accuracy: next-character accuracy of the global model on the held-out splits of all (consenting) "
-        "workspaces after the last round, mean ± sample sd over seeds.",
+        "workspaces after the last round (held-out-weighted), mean ± sample sd over seeds. Each node evaluates on "
+        "its own split and keeps the result in its audit log; the sweep, which holds every workspace, reads them "
+        "back. A deployment's server never sees them.",
+        "",
+        f"Sampling: every node draws each DP-SGD batch by Poisson sampling at the public rate q = "
+        f"{_rates(cells)}, the same for all workspaces whatever their size; `batch-size` only scales the step.",
         "",
         "## Results",
         "",
@@ -254,10 +261,11 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
             lines.append(f"- **{mode}**: {MECHANISMS[mode]}")
     lines += [
         "",
-        "Assumptions every ε depends on: noise and sampling come from seeded generators (repeatable runs, not a "
-        "defence against floating-point attacks); the training loss and the evaluation metrics the nodes report are "
-        "outside every guarantee; each cell's workspaces are fresh copies with their own ledgers, so each ε is that "
-        "cell's alone.",
+        "Assumptions every ε depends on: local sampling and noise come from fresh OS randomness at each release "
+        "(so cells are not bit-for-bit repeatable); the training losses and held-out results are node-local "
+        "figures outside every guarantee, read from the workspaces' own audit logs by the sweep and never sent to "
+        "the server; each cell's workspaces are fresh copies with their own ledgers, so each ε is that cell's "
+        "alone.",
         "",
         "## Cells",
         "",
@@ -340,6 +348,12 @@ def _cell_row(cell: dict[str, Any]) -> str:
     central_eps = "—" if central is None else _eps(cell["epsilon"]["central"])
     return (f"| {c['id']} | {mechanism} | {local} | {central_text} | {_eps(cell['epsilon']['local'])} | "
             f"{central_eps} | {cell['rounds'][-1]['eval_accuracy']:.4f} | {cell['seconds']:.0f} |")
+
+
+def _rates(cells: list[dict[str, Any]]) -> str:
+    """The sampling rate(s) the cells ran with, from their run configs."""
+    rates = sorted({float(c["run_config"]["sample-rate"]) for c in cells if "sample-rate" in c["run_config"]})
+    return ", ".join(format(q, "g") for q in rates) or "?"
 
 
 def _eps(value: float) -> str:

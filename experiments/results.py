@@ -10,6 +10,8 @@ from typing import Any
 
 import matplotlib
 
+from experiments.node_metrics import node_local
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
@@ -32,14 +34,19 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
 
 
 def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
-    """Held-out accuracy and loss of the global model per round (round 0: the initial model)."""
-    rounds = [r for r in metrics["rounds"] if "eval-accuracy" in r["metrics"]]
+    """Held-out accuracy and loss of the global model per round (round 0: the initial model).
+
+    The figures are the node-local ones (``experiments.node_metrics``: held-out-weighted means over the
+    workspaces that evaluated), which only a researcher holding every workspace has; rounds nobody evaluated
+    are left out.
+    """
+    rounds = [r for r in node_local(metrics)["rounds"] if r["eval-accuracy"] is not None]
     xs = [r["round"] for r in rounds]
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(9, 3.5))
-    acc.plot(xs, [r["metrics"]["eval-accuracy"] for r in rounds], marker="o")
-    acc.set(xlabel="round", ylabel="next-char accuracy", title="Held-out accuracy")
-    loss.plot(xs, [r["metrics"]["eval-loss"] for r in rounds], marker="o", color="tab:red")
-    loss.set(xlabel="round", ylabel="cross-entropy (nats/char)", title="Held-out loss")
+    acc.plot(xs, [r["eval-accuracy"] for r in rounds], marker="o")
+    acc.set(xlabel="round", ylabel="next-char accuracy", title="Held-out accuracy (node-local)")
+    loss.plot(xs, [r["eval-loss"] for r in rounds], marker="o", color="tab:red")
+    loss.set(xlabel="round", ylabel="cross-entropy (nats/char)", title="Held-out loss (node-local)")
     for ax in (acc, loss):
         ax.grid(alpha=0.3)
         ax.set_xticks(xs)

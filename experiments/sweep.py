@@ -5,8 +5,11 @@ Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
 - ``sweep.toml``: the sweep file as given (a resumed sweep must be given the same one);
 - ``datasets/<name>/``: each dataset's workspaces (data only), copied fresh into every cell;
 - ``cells/<cell>/``: ``workspaces/`` (that cell's policies, ledgers, audit logs), ``run/`` (the server's
-  ``metrics.json`` and audit log), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
-  its canary audit: ``experiments.canary_audit``), written last and atomically;
+  ``metrics.json`` and audit log, with the node-local figures read back from the workspaces' audit logs:
+  ``experiments.node_metrics``), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
+  its canary audit: ``experiments.canary_audit``), written last and atomically. Its per-round held-out
+  loss and accuracy and training loss are those node-local figures: the sweep holds every workspace, a
+  deployment's server never sees them;
 - ``results.csv``, ``plots/accuracy_vs_epsilon.png``, ``plots/accuracy_vs_round.png``, ``report.md``;
 - ``sweep.log``: Optin's and Flower's logs.
 
@@ -36,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from experiments.canary_audit import CanaryPlan, audit_model, claimed_epsilon, run_with_canaries
 from experiments.federation import run_federation
 from experiments.flower_sim import run_flower_simulation
+from experiments.node_metrics import round_figures
 from experiments.report import CELL_METRICS, write_report
 from experiments.results import load_metrics, new_run_dir, write_config
 from experiments.sweep_cells import CellPlan, build_dataset, prepare_cell
@@ -127,7 +131,7 @@ def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = Non
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
     tmp.replace(path)
-    log.info("cell %s finished in %.1f s: accuracy %.4f", plan.cell.id, summary["seconds"],
+    log.info("cell %s finished in %.1f s: held-out accuracy %s (node-local)", plan.cell.id, summary["seconds"],
              summary["rounds"][-1]["eval_accuracy"])
     return path
 
@@ -144,7 +148,8 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
                 releases = ledger.releases()
         history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in releases]
         workspaces.append({
-            "name": w.name, "num_samples": w.num_samples, "sample_rate": w.sample_rate, "steps_planned": w.steps,
+            "name": w.name, "messages": w.messages, "canaries": w.canaries, "sample_rate": w.sample_rate,
+            "steps_planned": w.steps,
             "noise_multiplier": w.policy.noise_multiplier, "policy_max_epsilon": w.policy.max_epsilon,
             "epsilon_calibrated": w.local.epsilon if w.local else math.inf,
             "releases": len(releases), "steps_run": sum(r.steps for r in releases),
@@ -153,6 +158,7 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
         })
     central = None
     rounds = server["rounds"]
+    local = round_figures(server)
     if plan.central is not None:
         released = [r["metrics"] for r in rounds if "central-releases" in r["metrics"]]
         count = int(released[-1]["central-releases"]) if released else 0
@@ -171,9 +177,13 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
         "central": central,
         "epsilon": {"local": max(w["epsilon"] for w in workspaces),
                     "central": None if central is None else central["epsilon"]},
-        "rounds": [{"round": r["round"], "eval_accuracy": r["metrics"].get("eval-accuracy"),
-                    "eval_loss": r["metrics"].get("eval-loss"), "train_loss": r["metrics"].get("train-loss"),
+        "rounds": [{"round": r["round"], "eval_accuracy": local.get(r["round"], {}).get("eval-accuracy"),
+                    "eval_loss": local.get(r["round"], {}).get("eval-loss"),
+                    "train_loss": local.get(r["round"], {}).get("train-loss"),
+                    "held_out": local.get(r["round"], {}).get("held-out"),
                     "trained": len(r["trained"])} for r in rounds],
+        "figures": "eval_* and train_loss: node-local figures from the workspaces' audit logs (held-out-weighted "
+                   "means over the evaluating workspaces; mean over the training ones), which the server never sees",
         "seconds": seconds,
     }
 

@@ -5,11 +5,11 @@ Guarantees (all established before any training of the sweep starts):
 - **Fresh budgets.** A workspace's ledger is its lifetime budget across runs, so every cell gets
   its own copy of the dataset's workspace folders with new policy files and no ledger or audit
   log: no cell spends another's budget. Every workspace consents.
-- **Local DP at a target ε** (``local``, ``both``). Each workspace's Poisson rate is what its node
-  will use, ``q = 1 / ceil(N / batch-size)`` for its ``N`` training messages
-  (``clients.round_plan.poisson_rate``), and its planned steps are ``T = num-rounds × local-steps``.
-  The noise multiplier calibrated for (target ε, δ, q, T) with the sweep's accountant
-  (``federated.privacy.calibration``) becomes the workspace policy's ``noise_multiplier`` floor;
+- **Local DP at a target ε** (``local``, ``both``). Every node samples each DP-SGD batch by Poisson
+  sampling at the run's public rate ``q = sample-rate``, whatever its workspace's size, and runs
+  ``T = num-rounds × local-steps`` steps. So one noise multiplier, calibrated for (target ε, δ, q, T)
+  with the sweep's accountant (``federated.privacy.calibration``), serves every workspace: no
+  workspace's size enters it. It becomes each workspace policy's ``noise_multiplier`` floor;
   the server requests 0, so the node runs exactly that floor (the stricter of server and policy
   wins). The policy's ``max_epsilon`` is the target, or the node's own RDP ε of the planned rounds
   if that is larger (a PRV calibration is tighter than the node's RDP ledger), so the node never
@@ -19,12 +19,13 @@ Guarantees (all established before any training of the sweep starts):
 - **No local noise** (``none``, ``central``): the policy's floor is 0 and its ``max_epsilon`` is written
   out as ``inf`` (an explicit "no budget"), so the node releases without local noise and records ε = ∞.
 - **Audit canaries** (with an ``[audit]`` table): each cell draws its canaries from its seed
-  (``experiments.canary_audit.plan_canaries``) before calibration, and each workspace's N counts the
-  canaries injected into it, so the sampling rate and ε are those of the mechanism that runs.
+  (``experiments.canary_audit.plan_canaries``) before training; each canary is one more training
+  message of its workspace, sampled at the same rate ``q``, so the calibration is unchanged.
 - Every policy written is read back with the node's own reader and must come back unchanged, and
-  δ must be below 1/N for the unit it protects (each workspace's N training messages under local
-  DP; the number of workspaces under central DP); otherwise a ``ConfigError`` names the sweep
-  file, the key, the value and what was expected.
+  δ must be below 1/N for the unit it protects (under local DP, N is a workspace's messages plus its
+  canaries, at least its training messages; under central DP, the number of workspaces); otherwise a
+  ``ConfigError`` names the sweep file, the key, the value and what was expected. This check reads the
+  workspaces, which the researcher preparing a sweep holds; calibration does not.
 """
 
 from __future__ import annotations
@@ -36,17 +37,16 @@ import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from clients.round_plan import poisson_rate
-from clients.workspace_node import WorkspaceNode
+from clients.workspace_node import DATA_FOLDER
 from experiments.canary_audit import CanaryPlan, plan_canaries
 from experiments.sweep_config import Cell, Dataset, SweepConfig, SyntheticDataset
 from federated.config import CENTRAL_MODES, RunConfig
-from federated.data import PARTITIONS, SyntheticSpec, build_irc_workspaces, generate_federation, irc_corpus_dir
+from federated.data import (PARTITIONS, SyntheticSpec, build_irc_workspaces, generate_federation, irc_corpus_dir,
+                            load_workspace)
 from federated.errors import ConfigError, PolicyError, PrivacyError
 from federated.privacy.accounting import epsilon
 from federated.privacy.calibration import Calibration, calibrate
 from federated.privacy.policy import Policy, read_policy, write_policy
-from federated.tasks import get_task
 
 log = logging.getLogger("optin.sweep_cells")
 
@@ -55,11 +55,13 @@ LOCAL_MODES = ("local", "both")
 
 @dataclass(frozen=True)
 class WorkspacePlan:
-    """One workspace of a cell: its size, its node's sampling rate, its calibration and its policy."""
+    """One workspace of a cell: its messages, its node's (public) sampling rate, its calibration and its policy."""
 
     name: str
     folder: Path
-    num_samples: int
+    messages: int
+    """Messages in its data plus canaries injected: at least its training messages (used for the δ check only)."""
+    canaries: int
     sample_rate: float
     steps: int
     local: Calibration | None
@@ -115,20 +117,21 @@ def prepare_cell(sweep: SweepConfig, cell: Cell, dataset_folders: list[Path], fo
         except ValueError as exc:
             raise ConfigError(f"{sweep.source}: key 'audit.workspace': {exc} (dataset {cell.dataset!r})") from exc
     workspaces = tuple(
-        _prepare_workspace(sweep, cell, config, copy, _training_units(source, config)
-                           + (len(canaries.injected(copy.name)) if canaries else 0))
+        _prepare_workspace(sweep, cell, config, copy, _messages(source),
+                           len(canaries.injected(copy.name)) if canaries else 0)
         for source, copy in zip(dataset_folders, copies, strict=True))
     return CellPlan(cell, folder, config, workspaces, central, canaries)
 
 
-def _prepare_workspace(sweep: SweepConfig, cell: Cell, config: RunConfig, folder: Path,
-                       num_samples: int) -> WorkspacePlan:
+def _prepare_workspace(sweep: SweepConfig, cell: Cell, config: RunConfig, folder: Path, messages: int,
+                       canaries: int) -> WorkspacePlan:
     unit = Policy(consent=True, delta=sweep.delta)  # message-level: the default privacy unit
-    rate = poisson_rate(num_samples, config.batch_size)
+    rate = config.sample_rate  # public and the same on every node
     steps = config.num_rounds * config.local_steps
     local = None
     if cell.dp_mode in LOCAL_MODES:
-        _check_delta(sweep, cell, num_samples, f"{num_samples} training messages in workspace {folder.name!r}")
+        units = messages + canaries
+        _check_delta(sweep, cell, units, f"{units} messages (with canaries) in workspace {folder.name!r}")
         local = _calibrated(sweep, cell, rate, steps)
         planned = epsilon([(local.noise_multiplier, rate, config.local_steps)] * config.num_rounds, sweep.delta)
         policy = replace(unit, noise_multiplier=local.noise_multiplier, max_epsilon=max(cell.target_epsilon, planned))
@@ -143,7 +146,7 @@ def _prepare_workspace(sweep: SweepConfig, cell: Cell, config: RunConfig, folder
                           f"nodes, which the node's policy reader refuses: {exc}") from exc
     if written != policy:
         raise ConfigError(f"{sweep.source}: cell {cell.id}: {path} reads back as {written}, not {policy}")
-    return WorkspacePlan(folder.name, folder, num_samples, rate, steps, local, policy)
+    return WorkspacePlan(folder.name, folder, messages + canaries, canaries, rate, steps, local, policy)
 
 
 def _check_delta(sweep: SweepConfig, cell: Cell, units: int, what: str) -> None:
@@ -153,15 +156,10 @@ def _check_delta(sweep: SweepConfig, cell: Cell, units: int, what: str) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _training_units_of(folder: Path, task: str, seq_len: int, seed: int, test_fraction: float) -> int:
-    config = RunConfig(task=task, seq_len=seq_len, seed=seed, test_fraction=test_fraction)
-    return len(WorkspaceNode(folder).training_samples(get_task(task, seq_len), config, Policy()))
-
-
-def _training_units(folder: Path, config: RunConfig) -> int:
-    """How many training samples (messages) the node serving a copy of ``folder`` will see: the same data
-    and split, so counted once per dataset folder and split."""
-    return _training_units_of(folder, config.task, config.seq_len, config.seed, config.test_fraction)
+def _messages(folder: Path) -> int:
+    """How many messages the dataset folder's workspace holds (as the node loads them, scrubbed): train and
+    held out together, so at least the training messages its node will sample from. Counted once per folder."""
+    return len(load_workspace(folder / DATA_FOLDER, name=folder.name).messages)
 
 
 def _calibrated(sweep: SweepConfig, cell: Cell, rate: float, steps: int) -> Calibration:
@@ -174,6 +172,6 @@ def _calibrated(sweep: SweepConfig, cell: Cell, rate: float, steps: int) -> Cali
 
 @functools.lru_cache(maxsize=None)
 def _calibrate(target: float, delta: float, rate: float, steps: int, accountant: str) -> Calibration:
-    """``calibrate``, remembered: workspaces of similar size share a sampling rate."""
+    """``calibrate``, remembered: every workspace of a cell, and cells that differ only in seed, share it."""
     return calibrate(target, delta, rate, steps, accountant)
 

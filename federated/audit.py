@@ -8,7 +8,16 @@ atomically after each append.
 Guarantee: ``verify`` detects an edited entry (its hash no longer matches), a deleted or reordered
 entry (``seq`` or ``prev`` breaks), and a deleted tail (the head file names an entry that is gone).
 It is tamper-evident against edits of the log alone; someone who rewrites the log *and* its head
-file consistently is not detected (publish the head elsewhere for that).
+file consistently is not detected (publish the head elsewhere for that). ``append`` never starts or
+extends a chain that contradicts its head: a head whose log is missing, shorter than the head says, or
+ending in another entry, and a log of entries with no head, are refused (``AuditError``), so deleting
+the log (or its tail) while the head survives cannot restart the chain at entry 0 unnoticed.
+
+Concurrency: every append (read the tail, write, ``fsync``, move the head, cut back a failed write) and
+every ``repair`` runs under an exclusive ``flock`` on ``<log>.lock``; ``verify`` reads under a shared one.
+Any number of threads and processes on one machine may append to one log at once: each entry gets its own
+``seq``, no line interleaves with another, and a failed append cuts off only its own bytes. Head updates
+write a uniquely named temporary file in the log's folder, then rename it over the head.
 
 An append either adds one whole line and moves the head to it, or raises ``AuditError`` and leaves
 the log and head as they were (a failed write, e.g. a full disk, is truncated away). Only a crash
@@ -23,7 +32,8 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,13 +41,16 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord
 
-from federated.errors import OptinError
+from federated.errors import LockError, OptinError
+from federated.locking import file_lock
 
 log = logging.getLogger("optin.audit")
 
 GENESIS = "0" * 64
 _CHAIN_KEYS = frozenset({"seq", "time", "kind", "prev", "hash"})
 AUDIT_FILE = "audit.jsonl"
+AUDIT_LOCK_TIMEOUT_S = 120.0
+"""How long an append waits for another writer of the same log (an append holds the lock for milliseconds)."""
 
 
 class AuditError(OptinError):
@@ -55,18 +68,34 @@ def _head_path(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
+def lock_path(path: Path) -> Path:
+    """The lock file beside the log that appends, repairs (exclusive) and verifications (shared) take."""
+    return path.with_name(path.name + ".lock")
+
+
+def _exclusive(path: Path) -> Any:
+    return file_lock(lock_path(path), AUDIT_LOCK_TIMEOUT_S, f"audit log {path.name}")
+
+
+def _shared(path: Path) -> Any:
+    return file_lock(lock_path(path), AUDIT_LOCK_TIMEOUT_S, f"audit log {path.name}", shared=True,
+                     best_effort=True)
+
+
 def _write_head(path: Path, seq: int, digest: str) -> None:
-    """Point the head file at entry ``seq``: written to a temporary file, synced, then renamed over the head,
-    so after a crash the head names either the old entry or the new one, never a half-written file."""
+    """Point the head file at entry ``seq``: written to a new, uniquely named temporary file in the same folder,
+    synced, then renamed over the head, so after a crash the head names either the old entry or the new one,
+    never a half-written file (and no two writers ever share a temporary file)."""
     head = _head_path(path)
-    tmp = head.with_suffix(".tmp")
+    fd, name = tempfile.mkstemp(dir=head.parent, prefix=head.name + ".", suffix=".tmp")
+    tmp = Path(name)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, json.dumps({"seq": seq, "hash": digest}).encode())
             os.fsync(fd)
         finally:
             os.close(fd)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; the head is as readable as the log
         tmp.replace(head)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -81,10 +110,12 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class AuditLog:
-    """Appends entries to one audit log file; refuses to extend a log whose last line is not sound.
+    """Appends entries to one audit log file; refuses to extend a log whose last line is not sound, or
+    whose head file it contradicts.
 
     ``append`` either writes the whole entry and moves the head to it, or raises ``AuditError`` having
-    truncated the log back to its length before the call (assumption: one writer at a time per log).
+    truncated the log back to its length before the call. Safe with concurrent writers (threads or
+    processes on one machine): each append holds the log's exclusive lock throughout.
     """
 
     def __init__(self, path: Path) -> None:
@@ -102,13 +133,26 @@ class AuditLog:
         the log is truncated back to its length before the call and ``AuditError`` is raised. A crash during
         the call can leave a torn last line, or complete entries of the batch past the entry the head names
         (the next append moves the head past them).
-        Raises ``ValueError`` if fields use a key the chain owns (``seq``, ``time``, ``kind``, ``prev``, ``hash``).
+        Raises ``ValueError`` if fields use a key the chain owns (``seq``, ``time``, ``kind``, ``prev``, ``hash``);
+        ``AuditError`` if the log and its head disagree (see the module docstring) or another writer holds the
+        log's lock for over ``AUDIT_LOCK_TIMEOUT_S``.
         """
         if not entries:
             return []
         for kind, fields in entries:
             if reserved := _CHAIN_KEYS & set(fields):
                 raise ValueError(f"audit entry {kind!r}: fields may not use the chain's keys {sorted(reserved)}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with _exclusive(self.path):
+                return self._append_locked(entries)
+        except LockError as exc:
+            raise AuditError(str(exc)) from exc
+        except OSError as exc:  # the folder cannot be created, or the lock file opened
+            raise AuditError(f"{self.path}: cannot append to the audit log ({exc.strerror or exc})") from exc
+
+    def _append_locked(self, entries: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+        """``append_many`` for a caller that holds the log's exclusive lock."""
         seq, prev = self._tail()
         now = dt.datetime.now(dt.timezone.utc).isoformat()
         written = []
@@ -119,7 +163,6 @@ class AuditLog:
             seq, prev = seq + 1, entry["hash"]
         data = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in written).encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot open the audit log for writing ({exc.strerror or exc})") from exc
@@ -140,6 +183,26 @@ class AuditLog:
         return written
 
     def _tail(self) -> tuple[int, str]:
+        """The next entry's ``seq`` and ``prev``, once the last entry is sound and agrees with the head file."""
+        seq, prev = self._last_entry()
+        head = _read_head(self.path)
+        repair_hint = f"check it with `optin audit verify {self.path}`"
+        if head is None and seq > 0:
+            raise AuditError(f"{self.path}: the log holds {seq} entries but its head file {_head_path(self.path).name} "
+                             f"is missing (deleted with entries cut from the end?); {repair_hint} (`optin audit "
+                             "repair` recovers only a first entry whose head was never written)")
+        if head is not None and head[0] > seq - 1:
+            found = "is missing or empty" if seq == 0 else f"ends at entry {seq - 1}"
+            raise AuditError(f"{self.path}: the head file names entry {head[0]} but the log {found} (entries "
+                             f"removed?); refusing to restart or extend a chain its head contradicts; {repair_hint}")
+        if head is not None and head[0] == seq - 1 and head[1] != prev:
+            raise AuditError(f"{self.path}: the last entry is not the one the head file names (the log was "
+                             f"replaced?); {repair_hint}")
+        # A head behind the last entry is what a crash between the write and the head update leaves: this
+        # append moves the head past it, as ``repair`` would.
+        return seq, prev
+
+    def _last_entry(self) -> tuple[int, str]:
         if not self.path.exists():
             return 0, GENESIS
         try:
@@ -197,10 +260,16 @@ def _last_line(path: Path, chunk: int = 8192) -> tuple[bytes | None, bool]:
 
 @dataclass
 class Verification:
-    """Outcome of ``verify``: ``ok`` and the problems found, each naming the line."""
+    """Outcome of ``verify``: ``ok`` and the problems found, each naming the line.
+
+    ``head_behind``: the only head problem is that the head names an earlier entry of a sound chain (same
+    ``seq`` and hash), the state a crash between writing entries and moving the head leaves. It is still
+    listed in ``problems`` (``repair``, or the next append, moves the head forward), but nothing was removed.
+    """
 
     entries: int = 0
     problems: list[str] = field(default_factory=list)
+    head_behind: bool = False
 
     @property
     def ok(self) -> bool:
@@ -219,19 +288,110 @@ def read_entries(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def verify(path: Path) -> Verification:
-    """Check every entry's hash, the ``seq``/``prev`` chain, and the head file."""
+    """Check every entry's hash, the ``seq``/``prev`` chain, and the head file.
+
+    The log and head are read under the log's shared lock, so an append running at the same time is seen
+    either whole (entry and head) or not at all.
+    """
+    return verify_log(path).verification
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A prefix of a log that ``verify_log`` found sound in this process: the file (inode), its first ``size``
+    bytes and their SHA-256, and the chain up to there. A later ``verify_log`` given it re-parses only the bytes
+    after ``size``, after checking that the first ``size`` bytes still hash the same (so an edit anywhere in the
+    prefix is still caught; the cost saved is the per-line JSON parsing and hashing, not the read)."""
+
+    inode: int
+    size: int
+    sha256: str
+    lines: int
+    entries: int
+    hashes: bytes
+    """The entries' hashes, 32 bytes each, in order (a sound chain's entry ``n`` has ``seq`` n): compact, since a
+    node keeps one checkpoint per workspace it serves."""
+    collected: tuple[tuple[int, dict[str, Any]], ...]
+    kinds: frozenset[str]
+
+    def hash_of(self, seq: int) -> str:
+        return self.hashes[32 * seq:32 * seq + 32].hex()
+
+
+@dataclass(frozen=True)
+class VerifiedLog:
+    """``verify_log``'s answer: the verification, the entries of the kinds asked for, and a checkpoint."""
+
+    verification: Verification
+    collected: tuple[tuple[int, dict[str, Any]], ...]
+    """``(line number, entry)`` of every entry whose ``kind`` was asked for, in file order; meaningful only when
+    the verification is ok."""
+    checkpoint: Checkpoint | None
+    """Where a later ``verify_log`` of the same file may start (None when the chain itself had a problem)."""
+
+
+def verify_log(path: Path, kinds: frozenset[str] = frozenset(), since: Checkpoint | None = None) -> VerifiedLog:
+    """``verify``, also collecting the entries whose ``kind`` is in ``kinds``, optionally from a checkpoint of an
+    earlier call (ignored unless it is of the same file, asked for the same kinds, and its prefix is unchanged)."""
     result = Verification()
     if not path.exists():
         result.problems.append(f"{path}: no such audit log")
-        return result
-    chain = _check_chain(path, path.read_bytes().split(b"\n"), result)
-    expected_seq, prev = (chain[-1][0] + 1, chain[-1][1]) if chain else (0, GENESIS)
-    head = _head_path(path)
+        return VerifiedLog(result, (), None)
+    head_error = None
     try:
-        anchor = _read_head(path)
-    except AuditError as exc:
-        result.problems.append(str(exc))
-        return result
+        with _shared(path):
+            with path.open("rb") as f:
+                inode = os.fstat(f.fileno()).st_ino
+                data = f.read()
+            try:
+                anchor = _read_head(path)
+            except AuditError as exc:
+                anchor, head_error = None, str(exc)
+    except (LockError, OSError) as exc:
+        result.problems.append(f"{path}: cannot read the audit log ({exc})")
+        return VerifiedLog(result, (), None)
+    digest = hashlib.sha256()
+    prefix: Checkpoint | None = None
+    if since is not None and since.kinds == kinds and since.inode == inode and since.size <= len(data):
+        digest.update(data[:since.size])
+        if digest.hexdigest() == since.sha256:
+            prefix = since
+        else:
+            digest = hashlib.sha256()
+    start, first_line, collected = (prefix.size, prefix.lines + 1, list(prefix.collected)) if prefix else (0, 1, [])
+    known = prefix.entries if prefix else 0
+    result.entries = known
+    prev, expected_seq = (prefix.hash_of(known - 1), known) if prefix and known else (GENESIS, 0)
+    digest.update(data[start:])
+    chain = _check_chain(path, data[start:].split(b"\n"), result, prev=prev, expected_seq=expected_seq,
+                         first_line=first_line, kinds=kinds, collected=collected)
+    chain_sound = not result.problems
+
+    def hash_of(seq: int) -> str | None:
+        """The hash of entry ``seq`` of a sound chain, None if there is no such entry."""
+        if 0 <= seq < known and prefix is not None:
+            return prefix.hash_of(seq)
+        return chain[seq - known][1] if 0 <= seq - known < len(chain) else None
+
+    checkpoint = None
+    if chain_sound and (not data or data.endswith(b"\n")):
+        hashes = (prefix.hashes if prefix else b"") + b"".join(bytes.fromhex(h) for _, h in chain)
+        checkpoint = Checkpoint(inode, len(data), digest.hexdigest(), data.count(b"\n"), result.entries, hashes,
+                                tuple(collected), kinds)
+    last = chain[-1] if chain else ((known - 1, prev) if known else None)
+    _check_head(path, last, hash_of if chain_sound else None, anchor, head_error, result)
+    return VerifiedLog(result, tuple(collected), checkpoint)
+
+
+def _check_head(path: Path, last: tuple[int, str] | None, hash_of: Callable[[int], str | None] | None,
+                anchor: tuple[int, str] | None, head_error: str | None, result: Verification) -> None:
+    """Add to ``result`` any disagreement between the head file and the chain's ``last`` entry; ``hash_of`` looks
+    entries up in a sound chain (None when the chain is not sound)."""
+    head = _head_path(path)
+    if head_error is not None:
+        result.problems.append(head_error)
+        return
+    expected_seq, prev = (last[0] + 1, last[1]) if last else (0, GENESIS)
     if anchor is not None:
         if anchor != (expected_seq - 1, prev):
             why = ("entries removed from the end?" if anchor[0] >= expected_seq - 1 else
@@ -239,18 +399,21 @@ def verify(path: Path) -> Verification:
                    "forward")
             result.problems.append(f"{head}: the log should end at entry {anchor[0]} "
                                    f"but ends at {expected_seq - 1} ({why})")
+            result.head_behind = (hash_of is not None and anchor[0] < expected_seq - 1
+                                  and hash_of(anchor[0]) == anchor[1])
     elif result.entries:
         result.problems.append(f"{head}: missing head file")
-    return result
 
 
-def _check_chain(path: Path, lines: list[bytes], result: Verification) -> list[tuple[int, str]]:
-    """Check each non-blank line's hash and the ``seq``/``prev`` chain (numbering lines from 1), adding every
-    problem to ``result``; returns ``(seq, hash)`` of each entry in order (an unreadable line: its expected
-    seq and "?")."""
+def _check_chain(path: Path, lines: list[bytes], result: Verification, *, prev: str = GENESIS,
+                 expected_seq: int = 0, first_line: int = 1, kinds: frozenset[str] = frozenset(),
+                 collected: list[tuple[int, dict[str, Any]]] | None = None) -> list[tuple[int, str]]:
+    """Check each non-blank line's hash and the ``seq``/``prev`` chain (numbering lines from ``first_line``,
+    continuing a chain whose next entry is ``expected_seq`` after ``prev``), adding every problem to ``result``
+    and every parsed entry whose kind is in ``kinds`` to ``collected``; returns ``(seq, hash)`` of each entry
+    in order (an unreadable line: its expected seq and "?")."""
     chain: list[tuple[int, str]] = []
-    prev, expected_seq = GENESIS, 0
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=first_line):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -272,6 +435,8 @@ def _check_chain(path: Path, lines: list[bytes], result: Verification) -> list[t
                                    "(an entry was deleted, inserted or reordered)")
         if stored_prev != prev:
             result.problems.append(f"{where}: entry {seq} does not follow the entry before it")
+        if collected is not None and entry.get("kind") in kinds:
+            collected.append((number, entry))
         prev, expected_seq = stored_hash, seq + 1
         chain.append((seq, stored_hash))
     return chain
@@ -287,6 +452,11 @@ def _read_head(path: Path) -> tuple[int, str] | None:
         return int(anchor["seq"]), str(anchor["hash"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise AuditError(f"{head}: unreadable head file ({exc})") from exc
+
+
+def head_exists(path: Path) -> bool:
+    """Whether the log's head file exists (it outlives a deleted log: ``append`` then refuses)."""
+    return _head_path(path).exists()
 
 
 @dataclass(frozen=True)
@@ -325,10 +495,19 @@ def repair(path: Path) -> Repair:
     the torn line itself: the head moves only after its line is synced). Tampering is never
     repaired. A log that already verifies is left as it is (``entry`` is None).
 
-    Assumption: the node writing this log is stopped while it runs (one writer at a time).
+    It holds the log's exclusive lock throughout, so appends wait for it; still, stop the node first, so that
+    what it would log meanwhile is not refused.
     """
     if not path.is_file():
         raise AuditError(f"{path}: no such audit log")
+    try:
+        with _exclusive(path):
+            return _repair_locked(path)
+    except LockError as exc:
+        raise AuditError(str(exc)) from exc
+
+
+def _repair_locked(path: Path) -> Repair:
     data = path.read_bytes()
     lines = data.split(b"\n")  # the final element is what follows the last newline: b"" when none is torn
     keep = len(data) - len(lines[-1])
@@ -372,8 +551,9 @@ def repair(path: Path) -> Repair:
     except OSError as exc:
         # Each step leaves a state this function accepts again (the torn bytes are already durable aside).
         raise AuditError(f"{path}: repair stopped ({exc.strerror or exc}); fix the cause and run it again") from exc
-    entry = AuditLog(path).append("repair", torn_bytes=len(torn), torn_sha256=torn_sha256,
-                                  torn_file=None if torn_file is None else torn_file.name, head_fixed=head_fixed)
+    (entry,) = AuditLog(path)._append_locked([("repair", {
+        "torn_bytes": len(torn), "torn_sha256": torn_sha256,
+        "torn_file": None if torn_file is None else torn_file.name, "head_fixed": head_fixed})])
     log.warning("%s: repaired (%d torn bytes moved to %s, head fixed: %s)", path, len(torn), torn_file, head_fixed)
     return Repair(len(torn), torn_sha256, torn_file, head_fixed, entry)
 

@@ -24,6 +24,11 @@ CENTRAL_MODES = ("central", "both")
 class RunConfig:
     """One federated run: rounds, local DP-SGD settings, the privacy target and where things live.
 
+    Local DP-SGD draws each step's batch by Poisson sampling with rate ``sample-rate`` (the same public rate on
+    every node, so it reveals nothing about a workspace's size) and divides the noisy sum of clipped
+    gradients by ``batch-size`` (a public normalizer that scales the step like the learning rate; set it near
+    ``sample-rate`` times a typical workspace's number of training messages).
+
     ``dp-mode`` (one of ``DP_MODES``) says which DP mechanisms the server asks for; with central DP the
     server clips each workspace's update to ``central-clipping-norm``, adds Gaussian noise with
     multiplier ``central-noise-multiplier`` to the average and reports ε at ``central-delta``
@@ -32,6 +37,7 @@ class RunConfig:
 
     num_rounds: int = 3
     local_steps: int = 10
+    sample_rate: float = 0.05
     batch_size: int = 32
     lr: float = 0.1
     noise_multiplier: float = 1.0
@@ -44,7 +50,6 @@ class RunConfig:
     task: str = "nextchar"
     federation: str = "optin"
     seq_len: int = 64
-    test_fraction: float = 0.2
     seed: int = 0
     workspaces_root: str = ""
     results_dir: str = ""
@@ -58,10 +63,10 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_key(name)}: expected a positive value, got {getattr(self, name)}")
+        if not 0 < self.sample_rate <= 1:
+            raise ConfigError(f"sample-rate: expected a value in (0, 1], got {self.sample_rate}")
         if self.noise_multiplier < 0:
             raise ConfigError(f"noise-multiplier: expected a value >= 0, got {self.noise_multiplier}")
-        if not 0 < self.test_fraction < 1:
-            raise ConfigError(f"test-fraction: expected a value in (0, 1), got {self.test_fraction}")
         for name in ("fraction_train", "fraction_evaluate"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"{_key(name)}: expected a value in (0, 1], got {getattr(self, name)}")

@@ -108,12 +108,16 @@ class InProcessGrid(Grid):
 
 
 def run_in_process(server_app: ServerApp, client_app: ClientAppCallable, node_configs: Sequence[Mapping[str, str]],
-                   run_config: Mapping[str, int | float | str], run_id: int = 1,
+                   run_config: Mapping[str, int | float | str], run_id: int | None = None,
                    observer: Observer | None = None) -> InProcessGrid:
     """Run ``server_app`` against one in-process node per entry of ``node_configs``; returns the grid.
 
-    Node ids are ``FIRST_NODE_ID``, ``FIRST_NODE_ID + 1``, ... in the order of ``node_configs``.
+    Node ids are ``FIRST_NODE_ID``, ``FIRST_NODE_ID + 1``, ... in the order of ``node_configs``. Without
+    ``run_id`` the run gets a fresh random id, as a SuperLink gives each run one: nodes refuse to release a
+    (run, round) twice, so two runs on the same workspaces need different ids.
     """
+    if run_id is None:
+        run_id = uuid4().int >> 65  # a positive 63-bit id, like Flower's
     run = Run.create_empty(run_id)
     # Flower's Message constructor reads the sender's identity from this process-wide holder.
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SERVER_NODE_ID

@@ -15,15 +15,21 @@ round fits the workspace's remaining lifetime budget, and that remaining ε."""
 REFUSED_CODE = 1001
 """Error code of a node's refusal (no consent, or a train config it will not run)."""
 
-TRAIN_METRICS = ("num-examples", "train-loss", "epsilon", "delta", "steps", "sample-rate", "noise-multiplier")
-"""The only metrics a ``train`` reply may carry (next to the model arrays)."""
+TRAIN_METRICS = ("epsilon", "delta", "steps", "sample-rate", "noise-multiplier", "max-grad-norm", "private")
+"""The only metrics a ``train`` reply may carry (next to the model arrays). Each is independent of the
+workspace's messages: the mechanism's public settings (after the node's policy), the lifetime ε they
+account to, and ``private`` (1, or 0 for a repeatable research run whose noise is not secret). No count,
+no loss: the training-set size, the training loss and anything derived per message stay on the node."""
 
-EVAL_METRICS = ("num-examples", "eval-loss", "eval-accuracy")
-"""The only metrics an ``evaluate`` reply may carry."""
+EVAL_METRICS: tuple[str, ...] = ()
+"""The metrics an ``evaluate`` reply may carry: none. The node evaluates the model it received on its own
+held-out split and keeps the result (its audit log, for its operator); a noiseless evaluation on the
+workspace's data would be outside every ε."""
 
 TRAIN_CONFIG_FIELDS: dict[str, type] = {
     "server-round": int,
     "local-steps": int,
+    "sample-rate": float,
     "batch-size": int,
     "lr": float,
     "noise-multiplier": float,

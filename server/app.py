@@ -36,6 +36,7 @@ def main(grid: Grid, context: Context) -> None:
     proposal = ConfigRecord({
         "server-round": 0,
         "local-steps": config.local_steps,
+        "sample-rate": config.sample_rate,
         "batch-size": config.batch_size,
         "lr": config.lr,
         "noise-multiplier": config.noise_multiplier,

@@ -27,13 +27,13 @@ Assumptions and limits: the server is trusted to run this mechanism; it sees eac
 noise (unless the node added local DP noise too, ``dp-mode = "both"``). The cohort and ``m`` are
 treated as public: they follow from consent answers, budgets and whether a reply is well-formed,
 not from the values of a well-formed update (a node that sends a malformed reply reveals that, as
-it would without DP). Equal weights: the wrapped
-strategy still validates, records and audits every reply, but the released model is the
-equal-weight average of the clipped updates it accepted (its own average is weighted by
-training-set size, under which one workspace could move the model by more than ``C / m``); the
-training loss it reports stays weighted by training-set size. The noise comes from a
-``numpy.random.Generator`` seeded with the run's seed (repeatable; not a defence against
-floating-point attacks). Training loss and evaluation metrics are outside the guarantee. The
+it would without DP). The wrapped strategy validates, records and audits every reply; the released
+model is the equal-weight average of the clipped updates it accepted, plus noise.
+The noise of every release comes from a fresh ``numpy.random.Generator`` (PCG64) seeded with 128 bits
+from the OS (``secrets``), never from the run config: every node receives the run config, so noise
+derived from its seed could be regenerated and subtracted by any workspace to recover another's
+clipped update. PCG64 is not a cryptographic generator and a single Gaussian sample in floating point
+is not a defence against floating-point attacks; the secret per-release seed is. The
 server's audit log records each update after clipping (what entered the average), so its hash
 equals the node's release hash only for updates already within the clipping norm.
 """
@@ -41,6 +41,7 @@ equals the node's release hash only for updates already within the clipping norm
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Iterable
 
 import numpy as np
@@ -56,6 +57,11 @@ from server.strategy import ConsentAwareFedAvg
 log = logging.getLogger("optin.server.central_dp")
 
 
+def noise_generator() -> np.random.Generator:
+    """A generator for one release's central noise, seeded with 128 fresh bits from the OS."""
+    return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
+
+
 class CentralDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
     """Workspace-level DP-FedAvg over a ConsentAwareFedAvg; see the module docstring for the guarantee.
 
@@ -63,8 +69,8 @@ class CentralDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
     strategy's (Flower's wrapper delegates both), so only nodes that consent are ever sampled.
     """
 
-    def __init__(self, strategy: ConsentAwareFedAvg, noise_multiplier: float, clipping_norm: float, delta: float,
-                 seed: int) -> None:
+    def __init__(self, strategy: ConsentAwareFedAvg, noise_multiplier: float, clipping_norm: float,
+                 delta: float) -> None:
         # Flower's wrapper fixes the cohort size up front; here it is the number of updates each round
         # actually averages, so the noise is computed per round (``aggregate_train``).
         super().__init__(strategy, noise_multiplier, clipping_norm, num_sampled_clients=1)
@@ -73,12 +79,10 @@ class CentralDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
         self.consent_strategy = strategy
         self.delta = delta
         self.releases = 0
-        self._rng = np.random.default_rng(seed)
 
     @classmethod
     def from_config(cls, strategy: ConsentAwareFedAvg, config: RunConfig) -> CentralDPFedAvg:
-        return cls(strategy, config.central_noise_multiplier, config.central_clipping_norm, config.central_delta,
-                   config.seed)
+        return cls(strategy, config.central_noise_multiplier, config.central_clipping_norm, config.central_delta)
 
     def epsilon(self) -> float:
         """ε of every release so far at ``delta`` (RDP, Gaussian mechanism, no amplification)."""
@@ -101,9 +105,8 @@ class CentralDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
                 compute_clip_model_update(arrays, current, self.clipping_norm)
             reply.content[key] = ArrayRecord(dict(zip(self.current_arrays.keys(), map(Array, arrays), strict=True)))
             clipped[reply.metadata.src_node_id] = arrays
-        # Its own average is weighted by training-set size, under which one workspace could move the model by
-        # more than C / m: only its decisions (which replies count, whether the round updates the model at all),
-        # its record, audit log and train metrics are used.
+        # Only its decisions (which replies count, whether the round updates the model at all), its record, audit
+        # log and train metrics are used; the average is taken here, over the clipped updates, and noised.
         weighted, metrics = self.consent_strategy.aggregate_train(server_round, replies)
         round_record = self.consent_strategy.record.round(server_round)
         accepted = [arrays for node_id, arrays in clipped.items() if node_id in round_record.trained]
@@ -111,10 +114,11 @@ class CentralDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
             return None, metrics
         cohort = len(accepted)
         std = compute_stdv(self.noise_multiplier, self.clipping_norm, cohort)
+        rng = noise_generator()
         released = {}
         for name, column in zip(self.current_arrays.keys(), zip(*accepted, strict=True), strict=True):
             mean = np.mean(np.stack(column), axis=0).astype(column[0].dtype)
-            released[name] = Array(mean + self._rng.normal(0.0, std, mean.shape).astype(mean.dtype))
+            released[name] = Array(mean + rng.normal(0.0, std, mean.shape).astype(mean.dtype))
         self.releases += 1
         spent = self.epsilon()
         round_record.metrics.update({"central-epsilon": spent, "central-delta": self.delta,

@@ -1,12 +1,12 @@
 """Validation of node replies before aggregation: the server does not trust nodes either.
 
 Guarantee: a ``train`` reply is accepted only if its content is exactly an ArrayRecord ``arrays``
-with the same keys, shapes and dtypes as the global model the server sent, every value finite, and
-a MetricRecord ``metrics`` with only ``TRAIN_METRICS`` keys, finite scalars (``epsilon`` may be
-+inf: no noise) and ``num-examples`` > 0. An ``evaluate`` reply must hold only a MetricRecord
-``metrics`` with ``EVAL_METRICS`` keys, finite scalars and ``num-examples`` > 0. Anything else is
-dropped with a reason; it never reaches the average, so the aggregate equals the average of the
-accepted replies alone.
+whose keys, shapes and dtypes equal the global model the server sent, both as declared and as the
+bytes deserialize, every value finite, and a MetricRecord ``metrics`` with exactly the keys of
+``TRAIN_METRICS``, each a scalar of its type in its range (``METRIC_RANGES``; ``epsilon`` may be +inf:
+no noise). An ``evaluate`` reply must hold only a MetricRecord ``metrics`` with no keys (nodes keep
+their evaluation). Anything else is dropped with a reason; it never reaches the average, so the
+aggregate equals the average of the accepted replies alone.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ import numpy as np
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from federated.protocol import EVAL_METRICS, TRAIN_METRICS
+
+METRIC_RANGES: dict[str, tuple[type, float, float]] = {
+    # key: (type, lowest, highest), both inclusive
+    "epsilon": (float, 0.0, math.inf),
+    "delta": (float, 0.0, 1.0),
+    "steps": (int, 1, 10_000),
+    "sample-rate": (float, 0.0, 1.0),
+    "noise-multiplier": (float, 0.0, 1e6),
+    "max-grad-norm": (float, 0.0, 1e6),
+    "private": (int, 0, 1),
+}
 
 
 def check_train_reply(reply: Message, sent: ArrayRecord) -> str | None:
@@ -33,30 +44,35 @@ def check_train_reply(reply: Message, sent: ArrayRecord) -> str | None:
         mine, theirs = sent[key], arrays[key]
         if tuple(theirs.shape) != tuple(mine.shape) or theirs.dtype != mine.dtype:
             return f"array {key!r} is {theirs.dtype}{list(theirs.shape)}, expected {mine.dtype}{list(mine.shape)}"
-        if not np.isfinite(theirs.numpy()).all():
+        try:
+            values = theirs.numpy()
+        except (ValueError, TypeError) as exc:
+            return f"array {key!r} does not deserialize ({type(exc).__name__})"
+        if tuple(values.shape) != tuple(mine.shape) or str(values.dtype) != mine.dtype:
+            return f"array {key!r} holds {values.dtype}{list(values.shape)}, expected {mine.dtype}{list(mine.shape)}"
+        if not np.isfinite(values).all():
             return f"array {key!r} has NaN or Inf"
-    return _check_metrics(content["metrics"], TRAIN_METRICS, infinite_ok={"epsilon"})
+    return _check_metrics(content["metrics"], TRAIN_METRICS)
 
 
 def check_evaluate_reply(reply: Message) -> str | None:
-    """``None`` if the evaluation metrics may be aggregated, else why they are dropped."""
+    """``None`` if the evaluation reply is well formed (an empty metrics record), else why it is dropped."""
     if set(reply.content.keys()) != {"metrics"}:
         return f"unexpected records {sorted(reply.content.keys())}"
-    return _check_metrics(reply.content["metrics"], EVAL_METRICS, infinite_ok=set())
+    return _check_metrics(reply.content["metrics"], EVAL_METRICS)
 
 
-def _check_metrics(metrics: object, allowed: tuple[str, ...], infinite_ok: set[str]) -> str | None:
+def _check_metrics(metrics: object, expected: tuple[str, ...]) -> str | None:
     if not isinstance(metrics, MetricRecord):
         return "'metrics' is not a MetricRecord"
-    extra = sorted(set(metrics.keys()) - set(allowed))
-    if extra:
-        return f"unexpected metrics {extra}"
+    if set(metrics.keys()) != set(expected):
+        return f"metrics {sorted(metrics.keys())}, expected exactly {sorted(expected)}"
     for key, value in metrics.items():
-        if isinstance(value, list) or isinstance(value, bool):
+        kind, low, high = METRIC_RANGES[key]
+        if isinstance(value, (list, bool)) or not isinstance(value, (int, float)):
             return f"metric {key!r} is not a scalar"
-        if math.isnan(value) or (math.isinf(value) and key not in infinite_ok):
-            return f"metric {key!r} is not finite"
-    examples = metrics.get("num-examples")
-    if not isinstance(examples, int) or examples <= 0:
-        return f"metric 'num-examples' must be a positive integer, got {examples!r}"
+        if kind is int and not isinstance(value, int):
+            return f"metric {key!r} must be an integer"
+        if math.isnan(value) or not low <= value <= high or (math.isinf(value) and key != "epsilon"):
+            return f"metric {key!r} is out of range [{low}, {high}]"
     return None

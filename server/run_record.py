@@ -48,8 +48,7 @@ class RunRecord:
                 entry["rounds_joined"] += 1
                 entry["epsilon"] = metrics["epsilon"]
                 entry["delta"] = metrics["delta"]
-            for node_id, metrics in record.evaluated.items():
-                summary[node_id]["eval_accuracy"] = metrics["eval-accuracy"]
+        # Evaluation replies carry no metrics (nodes keep their held-out results): nothing per node to add.
         return summary
 
     def to_json(self) -> dict[str, Any]:

@@ -17,6 +17,12 @@ missed its heartbeats or the message expired (its source is the SuperLink, not
 the node: it is attributed to the node the message was sent to). If fewer than
 ``min_train_nodes`` usable updates arrive, the global model is left unchanged
 for that round.
+
+Aggregation: the **equal-weight** mean of the accepted models. Nodes send no
+example counts (a count would reveal the workspace's size and let a lying node
+take more weight), so each of ``k`` accepted nodes moves the global model by
+exactly ``1/k`` of its own update. Evaluation replies carry no metrics (nodes
+keep their held-out results); the server records who evaluated.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ import random
 import time
 from collections.abc import Callable, Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
@@ -53,8 +60,7 @@ class ConsentAwareFedAvg(FedAvg):
                  connect_timeout: float = 300.0, reply_timeout: float = 3600.0) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes,
-                         min_evaluate_nodes=0, min_available_nodes=min_available_nodes,
-                         train_metrics_aggr_fn=_aggregate_train_metrics)
+                         min_evaluate_nodes=0, min_available_nodes=min_available_nodes)
         self.record = record
         self.proposal = proposal
         self.audit = audit
@@ -161,14 +167,14 @@ class ConsentAwareFedAvg(FedAvg):
             log.warning("round %d: %d usable update(s), fewer than min-train-nodes=%d; the model is not updated",
                         server_round, len(accepted), self.min_train_nodes)
             return None, None
-        arrays, metrics = super().aggregate_train(server_round, accepted)
-        if metrics is not None:
-            round_record.metrics.update(metrics)
+        arrays = equal_weight_mean([reply.content["arrays"] for reply in accepted])
+        metrics = _train_metrics([reply.content["metrics"] for reply in accepted])
+        round_record.metrics.update(metrics)
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        """Record which nodes evaluated (their results stay on the nodes); no metrics to aggregate."""
         round_record = self.record.round(server_round)
-        accepted = []
         for reply in replies:
             if reply.has_error():
                 continue
@@ -176,12 +182,8 @@ class ConsentAwareFedAvg(FedAvg):
             if problem is not None:
                 self._drop(server_round, reply.metadata.src_node_id, "evaluate", problem)
                 continue
-            accepted.append(reply)
-            round_record.evaluated[reply.metadata.src_node_id] = dict(reply.content["metrics"])
-        metrics = super().aggregate_evaluate(server_round, accepted)
-        if metrics is not None:
-            round_record.metrics.update(metrics)
-        return metrics
+            round_record.evaluated[reply.metadata.src_node_id] = {}
+        return None
 
     def _skip(self, server_round: int, node_id: int, reason: str) -> None:
         self._skip_all(server_round, [(node_id, reason)])
@@ -250,9 +252,21 @@ def _consent_reason(reply: Message | None) -> str:
     return answer["reason"] if answer["reason"] not in ("consent-on", "budget-exhausted") else "consent-off"
 
 
-def _aggregate_train_metrics(contents: list[RecordDict], weight_key: str) -> MetricRecord:
-    """Example-weighted mean train loss, and the largest ε any node reported."""
-    metrics = [next(iter(c.metric_records.values())) for c in contents]
-    total = sum(float(m[weight_key]) for m in metrics)
-    loss = sum(float(m["train-loss"]) * float(m[weight_key]) for m in metrics) / total
-    return MetricRecord({"train-loss": loss, "max-epsilon": max(float(m["epsilon"]) for m in metrics)})
+def equal_weight_mean(records: list[ArrayRecord]) -> ArrayRecord:
+    """The coordinate-wise mean of ``records`` (same keys, shapes and dtypes), each with weight ``1/len(records)``;
+    summed in float64 so the order of replies does not change the result beyond the final rounding."""
+    first = records[0]
+    mean = {}
+    for key in first.keys():
+        total = np.zeros(first[key].shape, dtype=np.float64)
+        for record in records:
+            total += record[key].numpy()
+        mean[key] = Array((total / len(records)).astype(first[key].numpy().dtype))
+    return ArrayRecord(mean)
+
+
+def _train_metrics(metrics: list[MetricRecord]) -> MetricRecord:
+    """The largest lifetime ε any node reported, how many updates were averaged, and how many of them came from
+    repeatable (not private) research runs."""
+    return MetricRecord({"max-epsilon": max(float(m["epsilon"]) for m in metrics), "updates": len(metrics),
+                         "not-private-updates": sum(1 for m in metrics if int(m["private"]) == 0)})

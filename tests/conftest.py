@@ -11,7 +11,7 @@ from federated.config import RunConfig
 from federated.data import SyntheticSpec
 
 SMALL_SPEC = SyntheticSpec(num_workspaces=4, seed=3, min_messages=150, max_messages=300)
-SMALL_CONFIG = RunConfig(num_rounds=3, local_steps=15, batch_size=16, lr=0.1, noise_multiplier=1.0,
+SMALL_CONFIG = RunConfig(num_rounds=3, local_steps=15, sample_rate=0.08, batch_size=16, lr=0.1, noise_multiplier=1.0,
                          max_grad_norm=1.0, seed=3)
 
 

@@ -130,7 +130,8 @@ def main(
     if rounds < 2:
         fail(f"--rounds: expected at least 2, got {rounds}")
     spec = SyntheticSpec(num_workspaces=workspaces, seed=seed, min_messages=100, max_messages=200)
-    base = RunConfig(num_rounds=rounds, batch_size=16, seed=seed, min_available_nodes=workspaces)
+    # 80 to 160 training messages each: ~12 per Poisson batch at this public rate.
+    base = RunConfig(num_rounds=rounds, sample_rate=0.1, batch_size=12, seed=seed, min_available_nodes=workspaces)
     root = Path(tempfile.mkdtemp(prefix="optin-bench-deploy-"))
     local: dict[int, list[float]] = {}
     deployed: dict[int, list[float]] = {}

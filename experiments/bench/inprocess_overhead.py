@@ -13,17 +13,22 @@ What is measured, side by side in this process (sides interleaved, rotating orde
   data load and held-out evaluation); *round* = the three together. Set-up, ServerApp start and
   round 0 (the initial model's evaluation) are not counted.
 - **plain**: for the same nodes, the same training tensors (encoded before the clock starts), initial
-  weights, ``PrivacyEngine`` settings (including ``grad_sample_mode``), seeds and number of steps, a
-  plain loop: build the model, ``make_private``, the DP-SGD steps. *plain+eval* adds ``task.evaluate``
-  on each node's held-out tensors (the compute the evaluate phase does).
+  weights, Opacus settings (``grad_sample_mode``, flat clipping, secure-mode noise, the public
+  ``sample-rate`` and ``batch-size``), generators and number of steps, a plain loop: build the model,
+  wrap it and its optimizer with Opacus, the DP-SGD steps (Poisson batches drawn at the public rate).
+  It leaves out what Optin adds around the mechanism (the check for non-finite per-sample gradients
+  among them), so that cost counts as overhead. *plain+eval* adds ``task.evaluate`` on each node's
+  held-out tensors (the compute the evaluate phase does).
 
 The *in-run* ratios divide a phase by the time spent, within that same phase of that same run, in
 DP-SGD proper (``train_dp_sgd``) and evaluation proper (``task.evaluate``): the overhead with the
 machine's noise mostly cancelled (both are measured in the same seconds).
 
 Before timing, one round is run and each node's reply is checked to be bitwise equal to the plain
-loop's weights: both sides ran identical DP-SGD steps. Every repetition starts from fresh copies of
-the workspaces (empty ledgers and audit logs). Ratios: *train / plain* (target <= 1.10) and
+loop's weights: both sides ran identical DP-SGD steps. For that the nodes run with the operator's
+``repeatable-seed`` node setting (``clients.workspace_node``) and a fixed run id, so both sides draw
+the same sampling and noise; such releases are marked not private, which costs the same. Every
+repetition starts from fresh copies of the workspaces (empty ledgers and audit logs). Ratios: *train / plain* (target <= 1.10) and
 *round / plain+eval*, as the median over repetitions of the ratio within a repetition, and the ratio
 of each side's fastest repetition.
 
@@ -44,14 +49,15 @@ from typing import Any, TypeVar
 
 import torch
 from flwr.app import ArrayRecord, Message, MessageType
-from opacus import PrivacyEngine
-from torch.utils.data import DataLoader, TensorDataset
+from opacus.grad_sample.utils import prepare_module
+from opacus.optimizers import get_optimizer_class
+from torch.utils.data import TensorDataset
 
 import clients.app
 from clients.app import app as client_app
 from clients.dp_training import DPSGDSettings, grad_sample_mode
 from clients.round_plan import stricter
-from clients.workspace_node import WorkspaceNode
+from clients.workspace_node import REPEATABLE_SEED_KEY, WorkspaceNode
 from experiments.bench.common import (
     Paired,
     apply_threads,
@@ -72,11 +78,13 @@ from federated.privacy.policy import POLICY_FILE, read_policy
 from federated.tasks import NextCharTask, Task, get_task
 from server.app import app as server_app
 
-warnings.filterwarnings("ignore", message="Secure RNG turned off")
 warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
 warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
 
 PHASES = ("query", "train", "evaluate")
+RUN_ID = 1
+"""The run id of every timed run: with the repeatable seed, it fixes each node's generator (fresh copies of the
+workspaces each time, so no node is asked to release the same round twice)."""
 T = TypeVar("T")
 
 
@@ -87,7 +95,8 @@ class NodeInputs:
     train: TensorDataset
     held_out: TensorDataset
     settings: DPSGDSettings
-    seed: int
+    node: WorkspaceNode
+    """With the bench's repeatable seed: ``node.generator(RUN_ID, 1)`` is the generator the node trains with."""
 
 
 @dataclass
@@ -130,41 +139,40 @@ class PhaseClock:
 
 
 def plain_dp_sgd(task: Task, state: dict[str, torch.Tensor], data: TensorDataset, settings: DPSGDSettings,
-                 seed: int) -> dict[str, torch.Tensor]:
-    """The plain PyTorch + Opacus loop: the DP-SGD steps a node takes, and nothing else."""
+                 generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The plain PyTorch + Opacus loop: the DP-SGD steps a node takes (Poisson batches at the public rate, flat
+    clipping, secure-mode noise, the sum divided by the public batch size), and nothing else."""
     model = task.build_model(0)
     model.load_state_dict(state)
     model.train()
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(data, batch_size=max(1, min(settings.expected_batch_size, len(data))), generator=generator)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
-    private, private_optimizer, private_loader = PrivacyEngine(accountant="rdp").make_private(
-        module=model, optimizer=optimizer, data_loader=loader, noise_multiplier=settings.noise_multiplier,
-        max_grad_norm=settings.max_grad_norm, poisson_sampling=True, noise_generator=generator,
-        grad_sample_mode=grad_sample_mode(model))
-    steps = 0
-    while steps < settings.local_steps:
-        for inputs, targets in private_loader:
-            private_optimizer.zero_grad(set_to_none=True)
-            if len(inputs):  # ExpandedWeights cannot run an empty Poisson batch: step on no gradients
-                task.loss(private(inputs), targets).backward()
-            else:
-                for param in private_optimizer.params:
-                    param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
-            private_optimizer.step()
-            steps += 1
-            if steps == settings.local_steps:
-                break
+    mode = grad_sample_mode(model)
+    private = prepare_module(model, grad_sample_mode=mode, batch_first=True, loss_reduction="mean")
+    optimizer = get_optimizer_class(clipping="flat", distributed=False, grad_sample_mode=mode)(
+        torch.optim.SGD(private.parameters(), lr=settings.lr, momentum=0.9),
+        noise_multiplier=settings.noise_multiplier, max_grad_norm=settings.max_grad_norm,
+        expected_batch_size=settings.expected_batch_size, loss_reduction="mean", generator=generator,
+        secure_mode=True)
+    inputs, targets = data.tensors
+    for _ in range(settings.local_steps):
+        optimizer.zero_grad(set_to_none=True)
+        chosen = (torch.rand(len(inputs), generator=generator) < settings.sample_rate).nonzero().squeeze(1)
+        if len(chosen):
+            task.loss(private(inputs[chosen]), targets[chosen]).backward()
+        else:  # ExpandedWeights cannot run an empty Poisson batch: step on no gradients
+            for param in optimizer.params:
+                param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+        optimizer.step()
     return model.state_dict()
 
 
-def node_inputs(folder: Path, task: Task, config: RunConfig) -> NodeInputs:
-    node = WorkspaceNode(folder)
+def node_inputs(folder: Path, task: Task, config: RunConfig, seed: int) -> NodeInputs:
+    node = WorkspaceNode(folder, repeatable_seed=seed)
     policy = read_policy(folder / POLICY_FILE)
     requested = DPSGDSettings(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
-                              expected_batch_size=config.batch_size, local_steps=config.local_steps, lr=config.lr)
-    return NodeInputs(node.training_samples(task, config, policy), task.encode(node.held_out_texts(config)),
-                      stricter(requested, policy), node.seed_for(config, 1))
+                              sample_rate=config.sample_rate, expected_batch_size=config.batch_size,
+                              local_steps=config.local_steps, lr=config.lr)
+    return NodeInputs(node.training_samples(task, config, policy), task.encode(node.held_out_texts(config, policy)),
+                      stricter(requested, policy), node)
 
 
 def main() -> None:
@@ -173,7 +181,10 @@ def main() -> None:
     p.add_argument("--messages", type=int, nargs=2, default=(300, 600), metavar=("MIN", "MAX"),
                    help="messages per workspace (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps per node (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="expected Poisson batch size (default: %(default)s)")
+    p.add_argument("--sample-rate", type=float, default=0.07,
+                   help="public Poisson sampling rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
     p.add_argument("--profile", action="store_true", help="print cProfile's top entries of round 1 of one more run")
     args = p.parse_args()
     apply_threads(args.threads)
@@ -182,14 +193,16 @@ def main() -> None:
     spec = SyntheticSpec(num_workspaces=args.workspaces, seed=args.seed, min_messages=args.messages[0],
                          max_messages=args.messages[1])
     template = make_synthetic_federation(work / "template", spec, opted_out=[]).folders
-    config = RunConfig(num_rounds=1, local_steps=args.local_steps, batch_size=args.batch_size, seed=args.seed,
-                       results_dir=str(work / "results"))
+    config = RunConfig(num_rounds=1, local_steps=args.local_steps, sample_rate=args.sample_rate,
+                       batch_size=args.batch_size, seed=args.seed, results_dir=str(work / "results"))
     task = get_task(config.task, config.seq_len)
     initial = task.build_model(config.seed).state_dict()
-    inputs = [node_inputs(folder, task, config) for folder in template]
+    # The secret (which keys the split) is created in the template, so every copy splits as the plain side does.
+    inputs = [node_inputs(folder, task, config, args.seed) for folder in template]
     print(header("In-process overhead: one federated round vs the plain DP-SGD loop",
                  f"{args.workspaces} workspaces ({sum(len(i.train) for i in inputs)} training samples), "
-                 f"{args.local_steps} DP-SGD steps each at expected batch {args.batch_size}, "
+                 f"{args.local_steps} DP-SGD steps each at sample rate {args.sample_rate:g} "
+                 f"(normalizer {args.batch_size}), "
                  f"grad_sample_mode={grad_sample_mode(task.build_model(0))!r}"))
 
     def run_optin(profiler: cProfile.Profile | None = None) -> PhaseClock:
@@ -202,13 +215,14 @@ def main() -> None:
                 original = getattr(owner, name)
                 setattr(owner, name, clock.timing(key, original))
                 stack.callback(setattr, owner, name, original)
-            run_in_process(server_app, client_app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
-                           observer=clock)
+            run_in_process(server_app, client_app,
+                           [{"workspace": str(f), REPEATABLE_SEED_KEY: str(args.seed)} for f in folders],
+                           config.to_mapping(), run_id=RUN_ID, observer=clock)
         return clock
 
     def plain() -> dict[int, dict[str, torch.Tensor]]:
         """Every node's DP-SGD as the plain loop, by node id."""
-        return {node_id: plain_dp_sgd(task, initial, node.train, node.settings, node.seed)
+        return {node_id: plain_dp_sgd(task, initial, node.train, node.settings, node.node.generator(str(RUN_ID), 1))
                 for node_id, node in enumerate(inputs, start=FIRST_NODE_ID)}
 
     with quiet_logging():

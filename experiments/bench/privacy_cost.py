@@ -5,15 +5,17 @@ many distinct ``(noise multiplier, sampling rate)`` pairs they use), side by sid
 
 - **bookkeeping**: the privacy work a node does in one round, through the same library calls as the
   ClientApp: for the query, open the ledger (its open-time soundness check recomputes the lifetime ε),
-  ``spent``, ``plan_round`` (projected ε); for the train message, open the ledger again,
-  ``plan_round``, ``record`` (one SQLite transaction, ``synchronous=FULL``); and the two audit-log
-  appends (consent answer, release; each ``fsync``-ed). Each repetition starts from a fresh copy of
-  the scenario's ledger and audit log.
+  ``spent``, ``check_unit``, ``plan_round`` (projected ε); for the train message, take the workspace
+  lock, open the ledger again, ``check_not_released``, ``check_unit``, ``plan_round``, ``record``
+  (one SQLite transaction, ``synchronous=FULL``, which re-checks the budget and the replay inside
+  it); and the two audit-log appends (consent answer, release; each ``fsync``-ed under the log's lock).
+  Each repetition starts from a fresh copy of the scenario's ledger and audit log.
 - **warm** / **cold**: with the accountant's per-(z, q) RDP-curve memo as a long-lived process has it
   (in-process grid, a Ray actor), and emptied first, as a fresh process has it (a Deployment
   Engine SuperNode starts a ``flwr-clientapp`` process per message): cold pays one RDP curve (~40 ms
   of numerics) per distinct (z, q) in the history.
-- **compute**: ``train_dp_sgd`` for ``--local-steps`` steps on the same workspace's training set.
+- **compute**: ``train_dp_sgd`` for ``--local-steps`` steps on the same workspace's training set, at the
+  public ``--sample-rate``.
 
 The figure is bookkeeping / compute (median of per-repetition ratios; sides interleaved). Target: negligible.
 
@@ -30,10 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-from clients.dp_training import DPSGDSettings, train_dp_sgd
-from clients.round_plan import plan_round, poisson_rate
+from clients.dp_training import DPSGDSettings, privacy_generator, train_dp_sgd
+from clients.round_plan import plan_round
 from clients.workspace_node import WorkspaceNode
 from experiments.bench.common import Paired, apply_threads, header, interleaved, median, parser, table
 from federated import audit
@@ -44,10 +44,11 @@ from federated.privacy.ledger import LEDGER_FILE, Ledger
 from federated.privacy.policy import Policy, write_policy
 from federated.tasks import get_task
 
-warnings.filterwarnings("ignore", message="Secure RNG turned off")
 warnings.filterwarnings("ignore", message="Optimal order is the smallest alpha")
 
-PARTS = ("ledger open+check", "spent+plan", "record", "audit")
+PARTS = ("lock", "ledger open+check", "spent+plan", "record", "audit")
+DIGEST = "0" * 64
+"""The model hash the bench's releases record (no model is sent)."""
 
 
 @dataclass(frozen=True)
@@ -69,22 +70,26 @@ def clear_rdp_memo() -> None:
         memo.cache_clear()
 
 
-def prepare(template: Path, scenario: Scenario, settings: DPSGDSettings, num_samples: int) -> Path:
+def prepare(template: Path, scenario: Scenario, settings: DPSGDSettings, policy: Policy) -> Path:
     """A copy of ``template`` whose ledger and audit log hold the scenario's earlier releases."""
     folder = template.parent / f"{template.name}-{scenario.releases}-{scenario.distinct}"
     shutil.copytree(template, folder)
-    rate = poisson_rate(num_samples, settings.expected_batch_size)
+    rate = settings.sample_rate
     log = audit.AuditLog(folder / audit.AUDIT_FILE)
     with Ledger(folder / LEDGER_FILE) as ledger:
         for i in range(scenario.releases):
             q = rate * (1 + (i % scenario.distinct) * 1e-3) if scenario.distinct else rate
-            ledger.record("earlier", i, settings.noise_multiplier, q, settings.local_steps, 1e-5)
+            release = ledger.record("earlier", i, settings.noise_multiplier, q, settings.local_steps, policy.delta,
+                                    max_epsilon=policy.max_epsilon, privacy_unit=policy.privacy_unit, group_size=1,
+                                    sha256=DIGEST)
             log.append("consent", run_id="earlier", round=str(i), consent=True)
-            log.append("release", run_id="earlier", round=i, steps=settings.local_steps)
+            # As the node logs it: the ledger's open-time check matches each release entry to its row.
+            log.append("release", run_id="earlier", round=i, sha256=DIGEST, epsilon_total=release.epsilon_total,
+                       steps=settings.local_steps)
     return folder
 
 
-def bookkeeping(folder: Path, work: Path, config: RunConfig, settings: DPSGDSettings, num_samples: int,
+def bookkeeping(folder: Path, work: Path, config: RunConfig, settings: DPSGDSettings,
                 cold: bool) -> dict[str, float]:
     """One round's privacy bookkeeping on a fresh copy of ``folder``; seconds per part."""
     if work.exists():
@@ -97,7 +102,7 @@ def bookkeeping(folder: Path, work: Path, config: RunConfig, settings: DPSGDSett
         clear_rdp_memo()
     else:  # what the process computed in earlier rounds: the history's curves and this round's
         with node.open_ledger() as ledger:
-            plan_round(settings, policy, ledger, num_samples)
+            plan_round(settings, policy, ledger)
     parts = dict.fromkeys(PARTS, 0.0)
 
     def clock(part: str, fn: Callable[[], object]) -> object:
@@ -107,15 +112,25 @@ def bookkeeping(folder: Path, work: Path, config: RunConfig, settings: DPSGDSett
         return result
 
     ledger = clock("ledger open+check", node.open_ledger)
-    clock("spent+plan", lambda: (ledger.spent(policy.delta), plan_round(settings, policy, ledger, num_samples)))
+    clock("spent+plan", lambda: (ledger.spent(policy.delta), ledger.check_unit(policy.privacy_unit),
+                                 plan_round(settings, policy, ledger)))
     ledger.close()
     clock("audit", lambda: node.audit().append("consent", run_id="bench", round="1", consent=True))
-    ledger = clock("ledger open+check", node.open_ledger)
-    plan = clock("spent+plan", lambda: plan_round(settings, policy, ledger, num_samples))
-    clock("record", lambda: ledger.record("bench", 1, settings.noise_multiplier, plan.sample_rate,
-                                          settings.local_steps, policy.delta))
-    ledger.close()
-    clock("audit", lambda: node.audit().append("release", run_id="bench", round=1, steps=settings.local_steps))
+    lock = node.lock()
+    clock("lock", lock.__enter__)
+    try:
+        ledger = clock("ledger open+check", node.open_ledger)
+        plan = clock("spent+plan", lambda: (ledger.check_not_released("bench", 1),
+                                            ledger.check_unit(policy.privacy_unit),
+                                            plan_round(settings, policy, ledger))[-1])
+        release = clock("record", lambda: ledger.record(
+            "bench", 1, settings.noise_multiplier, plan.settings.sample_rate, settings.local_steps, policy.delta,
+            max_epsilon=policy.max_epsilon, privacy_unit=policy.privacy_unit, group_size=1, sha256=DIGEST))
+        ledger.close()
+        clock("audit", lambda: node.audit().append("release", run_id="bench", round=1, sha256=DIGEST,
+                                                   epsilon_total=release.epsilon_total, steps=settings.local_steps))
+    finally:
+        clock("lock", lambda: lock.__exit__(None, None, None))
     return parts
 
 
@@ -124,7 +139,10 @@ def main() -> None:
     p.add_argument("--releases", type=int, nargs="+", default=[0, 10, 100],
                    help="earlier releases in the ledger, one scenario each (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps of the round (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="expected Poisson batch size (default: %(default)s)")
+    p.add_argument("--sample-rate", type=float, default=0.08,
+                   help="public Poisson sampling rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
     args = p.parse_args()
     apply_threads(args.threads)
 
@@ -132,9 +150,11 @@ def main() -> None:
     template = generate_federation(work / "ws", SyntheticSpec(num_workspaces=1, seed=args.seed, min_messages=500,
                                                               max_messages=500))[0]
     write_policy(template, Policy(consent=True, max_epsilon=1e9))
-    config = RunConfig(local_steps=args.local_steps, batch_size=args.batch_size, seed=args.seed)
+    config = RunConfig(local_steps=args.local_steps, sample_rate=args.sample_rate, batch_size=args.batch_size,
+                       seed=args.seed)
     settings = DPSGDSettings(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
-                             expected_batch_size=config.batch_size, local_steps=config.local_steps, lr=config.lr)
+                             sample_rate=config.sample_rate, expected_batch_size=config.batch_size,
+                             local_steps=config.local_steps, lr=config.lr)
     task = get_task(config.task, config.seq_len)
     policy = WorkspaceNode(template).consent(config).policy
     assert policy is not None
@@ -142,24 +162,25 @@ def main() -> None:
     scenarios = [Scenario(r, 1 if r else 0) for r in args.releases]
     if max(args.releases) > 1:
         scenarios.append(Scenario(max(args.releases), max(args.releases)))
-    folders = {s: prepare(template, s, settings, len(data)) for s in scenarios}
+    folders = {s: prepare(template, s, settings, policy) for s in scenarios}
     print(header("Privacy bookkeeping per round vs the round's compute",
-                 f"one workspace, {len(data)} training samples, {args.local_steps} DP-SGD steps at expected batch "
-                 f"{args.batch_size}; ledger with SQLite synchronous=FULL, audit appends fsync-ed"))
+                 f"one workspace, {len(data)} training samples, {args.local_steps} DP-SGD steps at sample rate "
+                 f"{args.sample_rate:g} (normalizer {args.batch_size}); ledger with SQLite synchronous=FULL, audit "
+                 "appends fsync-ed"))
 
     results: dict[tuple[Scenario, bool], list[dict[str, float]]] = {(s, c): [] for s in scenarios for c in (False, True)}
     compute: list[float] = []
 
     def compute_side() -> float:
         start = time.perf_counter()
-        train_dp_sgd(task, task.build_model(config.seed), data, settings, [], torch.Generator().manual_seed(1))
+        train_dp_sgd(task, task.build_model(config.seed), data, settings, privacy_generator())
         compute.append(time.perf_counter() - start)
         return compute[-1]
 
     def bookkeeping_side() -> float:
         total = 0.0
         for (scenario, cold), runs in results.items():
-            runs.append(bookkeeping(folders[scenario], work / "run", config, settings, len(data), cold))
+            runs.append(bookkeeping(folders[scenario], work / "run", config, settings, cold))
             total += sum(runs[-1].values())
         return total
 

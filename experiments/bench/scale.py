@@ -28,7 +28,7 @@ Variants, each in its own subprocess, interleaved: *sampled* (as above; always r
 *against* (with ``--against DIR``: this script's child run from the source tree ``DIR``, e.g. an
 earlier commit unpacked with ``git archive <commit> | tar -x -C DIR``, with that tree's defaults; its
 ``experiments/bench/scale.py`` must accept the child options ``--child --variant --rounds --cohort
---local-steps --batch-size --seed --threads``). The federation is generated afresh for each run.
+--local-steps --sample-rate --batch-size --seed --threads``; ``--sample-rate`` only where it exists). The federation is generated afresh for each run.
 
 Run: ``.venv/bin/python -m experiments.bench.scale`` (``--help`` for options).
 """
@@ -71,7 +71,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     folders = sorted(p for p in Path(args.root).iterdir() if p.is_dir())
     n = len(folders)
     cohort_fraction = min(1.0, args.cohort / n)
-    config = RunConfig(num_rounds=args.rounds, local_steps=args.local_steps, batch_size=args.batch_size,
+    config = RunConfig(num_rounds=args.rounds, local_steps=args.local_steps, sample_rate=args.sample_rate,
+                       batch_size=args.batch_size,
                        fraction_train=cohort_fraction, min_train_nodes=min(args.cohort, n),
                        fraction_evaluate=args.fraction_evaluate or cohort_fraction, seed=args.seed,
                        results_dir=str(Path(args.root).parent / f"results-{n}-{args.variant}"))
@@ -109,6 +110,8 @@ def run_child(root: Path, variant: str, args: argparse.Namespace) -> dict[str, A
                "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
     if args.threads is not None:
         command += ["--threads", str(args.threads)]
+    if variant != "against":  # a source tree from before the public sampling rate has no such option
+        command += ["--sample-rate", str(args.sample_rate)]
     if variant == "all":
         command += ["--fraction-evaluate", "1"]
     done = subprocess.run(command, capture_output=True, text=True, check=False,
@@ -138,7 +141,10 @@ def main() -> None:
     p.add_argument("--messages", type=int, nargs=2, default=(40, 80), metavar=("MIN", "MAX"),
                    help="messages per workspace (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=5, help="DP-SGD steps per node (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16, help="expected Poisson batch size (default: %(default)s)")
+    p.add_argument("--sample-rate", type=float, default=0.25,
+                   help="public Poisson sampling rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=12,
+                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
     p.add_argument("--evaluate-all", action="store_true",
                    help="also run each size with fraction-evaluate = 1 (every consenting node evaluates)")
     p.add_argument("--against", metavar="DIR", help="also run each size with the code in the source tree DIR")
@@ -155,7 +161,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="optin-bench-scale-"))
     print(header("Scale: population 10 / 100 / 1000, cohort of 10",
                  f"{args.messages[0]}-{args.messages[1]} messages per workspace, {args.local_steps} DP-SGD steps at "
-                 f"expected batch {args.batch_size}, {args.rounds} round(s) after round 0; one subprocess per run"))
+                 f"sample rate {args.sample_rate:g} (normalizer {args.batch_size}), {args.rounds} round(s) after round 0; one subprocess per run"))
     results = []
     for n in args.sizes:
         spec = SyntheticSpec(num_workspaces=n, seed=args.seed, min_messages=args.messages[0],

@@ -112,7 +112,10 @@ def main() -> None:
                    help="messages per workspace (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="federated rounds (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps per node (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16, help="expected Poisson batch size (default: %(default)s)")
+    p.add_argument("--sample-rate", type=float, default=0.12,
+                   help="public Poisson sampling rate (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds the Flower run may take (default: %(default)s)")
     args = p.parse_args()
     apply_threads(args.threads)
@@ -121,11 +124,12 @@ def main() -> None:
     spec = SyntheticSpec(num_workspaces=args.workspaces, seed=args.seed, min_messages=args.messages[0],
                          max_messages=args.messages[1])
     template = list(make_synthetic_federation(work / "template", spec, opted_out=[]).folders)
-    base = RunConfig(num_rounds=args.rounds, local_steps=args.local_steps, batch_size=args.batch_size, seed=args.seed)
+    base = RunConfig(num_rounds=args.rounds, local_steps=args.local_steps, sample_rate=args.sample_rate,
+                     batch_size=args.batch_size, seed=args.seed)
     resources = SimulationResources(client_cpus=1)
     print(header("Flower Simulation Engine vs in process",
                  f"{args.workspaces} workspaces ({args.messages[0]}-{args.messages[1]} messages), {args.rounds} rounds, "
-                 f"{args.local_steps} DP-SGD steps at expected batch {args.batch_size}; Ray: "
+                 f"{args.local_steps} DP-SGD steps at sample rate {args.sample_rate:g} (normalizer {args.batch_size}); Ray: "
                  f"{resources.federation_config(args.workspaces)}"))
 
     runs: dict[str, list[dict[str, float | None]]] = {"in process": [], "Flower simulation": []}

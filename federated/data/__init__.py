@@ -10,7 +10,7 @@ from federated.data.jsonl import read_jsonl
 from federated.data.loader import detect_layout, load_workspace
 from federated.data.manifest import MANIFEST_FILE, IrcManifest, read_irc_workspace, read_manifest
 from federated.data.paths import DATA_ENV, irc_corpus_dir, resolve_data_root
-from federated.data.records import ChatMessage, Workspace, split_messages
+from federated.data.records import ChatMessage, Workspace, keyed_uniform, message_identity, split_messages
 from federated.data.scrub import ScrubOptions, scrub_workspace
 from federated.data.slack_export import load_slack_export, read_slack_export
 from federated.data.source import LoadReport, SkippedFile, SourceData
@@ -46,8 +46,10 @@ __all__ = [
     "generate_federation",
     "generate_workspace",
     "irc_corpus_dir",
+    "keyed_uniform",
     "load_slack_export",
     "load_workspace",
+    "message_identity",
     "read_irc_workspace",
     "read_jsonl",
     "read_manifest",

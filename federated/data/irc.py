@@ -70,7 +70,8 @@ class ParsedLog:
 
     ``nicks`` holds the authors of messages, actions and notices; nicks only
     named by system lines (joins, nick changes) are left out: many are common
-    words (``The``, ``new``) of people who never wrote anything.
+    words (``The``, ``new``) of people who never wrote anything. They describe the log; they are not
+    a list of names to scrub (that comes from the roster, ``federated.data.roster``).
     """
 
     messages: list[ChatMessage] = field(default_factory=list)

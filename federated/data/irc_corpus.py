@@ -8,7 +8,9 @@ Twelve workspaces, non-IID by construction: #ubuntu split into seven eras
 (2004-2005 ... 2014-2018: software, slang and regulars change), and one
 workspace per other channel (different communities, topics and sizes). Each
 workspace folder gets ``data/source.toml`` naming its log files and the slice
-of each; the logs stay where they are. ``channel-two.all`` is the only #linux
+of each (the logs stay where they are), and ``data/roster.txt``: the nicks that
+wrote in those slices, fixed once here so that scrubbing names never depends on
+which messages a later load holds (``federated.data.roster``). ``channel-two.all`` is the only #linux
 file used (the other channel-two files are subsets of it); new-domains
 ``*.ascii.txt`` are used because the corpus has no raw version of them.
 """
@@ -21,9 +23,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from federated.data.irc import LogSlice, read_log_lines
+from federated.data.irc import LogSlice, parse_log, read_log_lines
 from federated.data.manifest import IrcManifest, write_manifest
 from federated.data.paths import DATA_FOLDER
+from federated.data.roster import write_roster
 from federated.errors import DataError
 
 log = logging.getLogger("optin.data.irc_corpus")
@@ -130,6 +133,8 @@ def build_irc_workspaces(corpus: Path, out: Path, *, max_lines: int | None = Non
         target = Path(out) / partition.name / DATA_FOLDER
         description = f"{CITATION}: #{partition.channel}, {len(slices)} file(s)"
         write_manifest(target, IrcManifest(data_dir, partition.channel, tuple(slices), description))
+        write_roster(target, set().union(*(parse_log(piece).nicks for piece in slices)),
+                     f"nicks that wrote in #{partition.channel} ({CITATION}), fixed when this workspace was built")
         folders.append(target.parent)
         log.debug("wrote %s (%d files)", target, len(slices))
     return sorted(folders)

@@ -25,6 +25,7 @@ from typing import Any
 
 from federated.data.irc import read_log_lines
 from federated.data.records import ChatMessage
+from federated.data.roster import read_roster
 from federated.data.source import SourceData, Tally, assemble, has_lone_surrogate, json_limit
 from federated.errors import DataError
 
@@ -40,33 +41,32 @@ def jsonl_files(path: Path) -> list[Path]:
 
 
 def read_jsonl(path: Path, *, name: str | None = None, skip_bad_files: bool = False) -> SourceData:
-    """Load the ``*.jsonl`` files in ``path``: the workspace (with its report) and every user name in them.
+    """Load the ``*.jsonl`` files in ``path``: the workspace (with its report) and the names in ``path/roster.txt``.
 
     Messages are ordered by (channel, ts); ``members`` are the users and
-    ``channels`` the channels in order of first appearance. With
-    ``skip_bad_files`` a file with a bad line is skipped whole and listed.
+    ``channels`` the channels in order of first appearance. The names to scrub
+    come from the roster only, never from the messages' users
+    (``federated.data.roster`` says why). With ``skip_bad_files`` a file with
+    a bad line is skipped whole and listed.
     """
     path = Path(path)
     tally = Tally("jsonl")
     messages: list[ChatMessage] = []
-    names: set[str] = set()
     for file in jsonl_files(path):
         try:
-            file_messages, file_names = _read_file(file, tally)
+            file_messages = _read_file(file, tally)
         except DataError as exc:
             if not skip_bad_files:
                 raise
             tally.skip_file(file, str(exc))
             continue
         messages.extend(file_messages)
-        names |= file_names
-    return assemble(messages, name if name is not None else path.name, frozenset(names), tally)
+    return assemble(messages, name if name is not None else path.name, read_roster(path), tally)
 
 
-def _read_file(file: Path, tally: Tally) -> tuple[list[ChatMessage], set[str]]:
-    """All messages of one file and every user in it; skips are counted only when the whole file is good."""
+def _read_file(file: Path, tally: Tally) -> list[ChatMessage]:
+    """All messages of one file; skips are counted only when the whole file is good."""
     messages: list[ChatMessage] = []
-    users: set[str] = set()
     skipped = {"blank_line": 0, "empty_text": 0}
     for number, line in enumerate(read_log_lines(file), start=1):
         if not line.strip():
@@ -82,7 +82,6 @@ def _read_file(file: Path, tally: Tally) -> tuple[list[ChatMessage], set[str]]:
             raise DataError(f"{file}: line {number}: a string holds an unpaired UTF-16 surrogate escape "
                             "(such as \\ud800), which is not text")
         message = _message(record, file, number)
-        users.add(record["user"])
         if message is None:
             skipped["empty_text"] += 1
         else:
@@ -90,7 +89,7 @@ def _read_file(file: Path, tally: Tally) -> tuple[list[ChatMessage], set[str]]:
     for reason, count in skipped.items():
         if count:
             tally.skip(reason, count)
-    return messages, users
+    return messages
 
 
 def _message(record: Any, file: Path, number: int) -> ChatMessage | None:

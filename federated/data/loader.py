@@ -68,6 +68,6 @@ def load_workspace(path: Path, *, name: str | None = None, scrub: bool | ScrubOp
     workspace = source.workspace
     if scrub is not False:
         options = scrub if isinstance(scrub, ScrubOptions) else ScrubOptions()
-        workspace = scrub_workspace(workspace, source.names, options)
+        workspace = scrub_workspace(workspace, source.names, options, member_ids=source.ids)
     log.debug("%s: %s layout, %d messages", workspace.name, layout, len(workspace.messages))
     return workspace

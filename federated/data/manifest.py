@@ -30,6 +30,7 @@ from typing import Any
 
 from federated.data.irc import LogSlice, parse_log
 from federated.data.records import ChatMessage
+from federated.data.roster import read_roster
 from federated.data.source import SourceData, Tally, assemble
 from federated.errors import DataError
 
@@ -91,18 +92,19 @@ def write_manifest(folder: Path, manifest: IrcManifest) -> Path:
 
 
 def read_irc_workspace(path: Path, *, name: str | None = None, skip_bad_files: bool = False) -> SourceData:
-    """Load the workspace described by ``path/source.toml``: its messages and every nick seen.
+    """Load the workspace described by ``path/source.toml``: its messages and the names in ``path/roster.txt``.
 
     Messages are ordered by (channel, ts); ``members`` are the authors' nicks in
     order of first message, ``channels`` the channels in order of first
-    message. A missing or malformed log file is a ``DataError`` (file and
-    line); with ``skip_bad_files`` it is skipped and listed in the report.
+    message. The names to scrub come from the roster only, never from the
+    nicks in the logs (``federated.data.roster`` says why). A missing or
+    malformed log file is a ``DataError`` (file and line); with
+    ``skip_bad_files`` it is skipped and listed in the report.
     """
     path = Path(path)
     manifest = read_manifest(path / MANIFEST_FILE)
     tally = Tally("irc")
     messages: list[ChatMessage] = []
-    nicks: set[str] = set()
     for piece in manifest.slices:
         try:
             parsed = parse_log(piece)
@@ -114,8 +116,7 @@ def read_irc_workspace(path: Path, *, name: str | None = None, skip_bad_files: b
         for reason, count in parsed.skipped.items():
             tally.skip(reason, count)
         messages.extend(parsed.messages)
-        nicks |= parsed.nicks
-    return assemble(messages, name if name is not None else path.name, frozenset(nicks), tally)
+    return assemble(messages, name if name is not None else path.name, read_roster(path), tally)
 
 
 def _slice(entry: Any, index: int, root: Path, channel: str, file: Path) -> LogSlice:

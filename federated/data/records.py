@@ -1,4 +1,4 @@
-"""In-memory records of one workspace's chat data, and a deterministic held-out split.
+"""In-memory records of one workspace's chat data, and a keyed, per-message held-out split.
 
 These are plain frozen values: every data source (Slack export, synthetic
 generator, IRC chat logs, JSONL) produces a ``Workspace``, and tasks only ever
@@ -7,14 +7,15 @@ see ``Workspace.texts`` or the messages themselves. Nothing here reads files.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING
-
-import numpy as np
 
 if TYPE_CHECKING:
     from federated.data.source import LoadReport
@@ -100,36 +101,64 @@ class Workspace:
         return [m.text for m in self.messages]
 
 
+HELD_OUT_DOMAIN = b"optin/held-out/v1"
+MEMBER_GROUP_DOMAIN = b"optin/member-group/v1"
+
+
+def message_identity(message: ChatMessage) -> bytes:
+    """The canonical identity of a message: channel, user, text and thread_ts as a JSON list (so no two fields
+    can run together). Messages with equal fields have equal identities.
+
+    ``ts`` is left out on purpose: some sources number messages by position (an IRC log's ts carries the
+    line index), so removing one line would change the ts, and with it the identity, of every later message.
+    Everything kept is the message's own content, which no other message changes.
+    """
+    fields = [message.channel, message.user, message.text, message.thread_ts]
+    return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def keyed_uniform(secret: bytes, domain: bytes, payload: bytes) -> float:
+    """A number in [0, 1) from HMAC-SHA256(secret, domain NUL payload): uniform and unpredictable without
+    ``secret`` (HMAC as a PRF), a pure function of its three inputs. ``domain`` keeps uses apart."""
+    digest = hmac.new(secret, domain + b"\0" + payload, hashlib.sha256).digest()
+    return (int.from_bytes(digest[:8], "big") >> 11) / float(1 << 53)  # 53 bits: exact in a float
+
+
 def split_messages(
-    messages: Sequence[ChatMessage], test_fraction: float, seed: int
+    messages: Sequence[ChatMessage], held_out_fraction: float, secret: bytes
 ) -> tuple[list[ChatMessage], list[ChatMessage]]:
-    """Split messages into (train, held-out), deterministically.
+    """Split messages into (train, held-out), each message on its own.
 
-    Messages are first put in a stable order that does not depend on the input
-    order (channel, ts, user, text, thread_ts); then each message goes to the
-    held-out list with probability ``test_fraction``, decided by one draw of
-    ``numpy.random.Generator(PCG64(seed))`` per message in that order. So the
-    same messages and seed always give the same split, whatever order they come
-    in. Both lists are returned in the stable order; every message lands in
-    exactly one of them. The held-out size is binomial, not exact, and either
-    list may be empty for very small inputs.
+    A message is held out iff ``keyed_uniform(secret, HELD_OUT_DOMAIN, message_identity(message))`` is below
+    ``held_out_fraction``. Guarantee: a message's side depends only on that message and the secret, never on
+    which other messages exist, their order, or any run setting; so removing or adding one message changes
+    exactly one entry of exactly one list (the neighbouring relation DP-SGD protects survives the split).
+    Two messages with the same identity (the same text by the same member in the same channel and thread, at
+    any time) land on the same side; they remain two messages, two records under the message unit. Without
+    the secret, which side a message is on is unpredictable (HMAC as a PRF), so whoever chooses or sees
+    messages cannot aim one at a side. Both lists are in a stable order (channel, ts, user, text,
+    thread_ts); the held-out size is binomial, not exact, and either list may be empty.
 
-    Raises ``ValueError`` unless ``0 < test_fraction < 1``.
+    Raises ``ValueError`` unless ``0 < held_out_fraction < 1`` and ``secret`` is at least 16 bytes.
     """
     if (
-        isinstance(test_fraction, bool)
-        or not isinstance(test_fraction, (int, float))
-        or math.isnan(test_fraction)
-        or not 0.0 < test_fraction < 1.0
+        isinstance(held_out_fraction, bool)
+        or not isinstance(held_out_fraction, (int, float))
+        or math.isnan(held_out_fraction)
+        or not 0.0 < held_out_fraction < 1.0
     ):
-        raise ValueError(f"test_fraction: expected a number strictly between 0 and 1, got {test_fraction!r}")
+        raise ValueError(
+            f"held_out_fraction: expected a number strictly between 0 and 1, got {held_out_fraction!r}"
+        )
+    if not isinstance(secret, bytes) or len(secret) < 16:
+        raise ValueError("secret: expected at least 16 bytes (the node secret)")
     ordered = sorted(
         messages,
         key=lambda m: (m.channel, ts_sort_key(m.ts), m.user, m.text, m.thread_ts or ""),
     )
-    draws = np.random.Generator(np.random.PCG64(seed)).random(len(ordered))
     train: list[ChatMessage] = []
     held_out: list[ChatMessage] = []
-    for message, u in zip(ordered, draws):
-        (held_out if u < test_fraction else train).append(message)
+    for message in ordered:
+        u = keyed_uniform(secret, HELD_OUT_DOMAIN, message_identity(message))
+        (held_out if u < held_out_fraction else train).append(message)
     return train, held_out

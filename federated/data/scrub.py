@@ -5,16 +5,20 @@ reaches a model. Rules (each can be turned off in ``ScrubOptions``):
 
 * URLs (``http://``, ``https://``, ``ftp://``, ``www.``)      -> ``<url>``
 * e-mail addresses                                           -> ``<email>``
-* mentions: ``@`` + a member's name or id, or a Slack
+* mentions: ``@`` + a roster name or id, or a Slack
   member id (``U``/``W`` + 6 or more capitals/digits)        -> ``<user>``
-* names: a word that is a known name (handles, real and
-  display names from users.json, IRC nicks), or a part of one,
-  compared case-insensitively                                -> ``<name>``
+* names: a word that is a roster name (handles, real and
+  display names from users.json, ``roster.txt``), or a part
+  of one, compared case-insensitively                        -> ``<name>``
 * runs of ``min_digits`` or more consecutive digits          -> ``<number>``
 
 Guarantees: one left-to-right pass, so a placeholder is never scrubbed again;
 a message is never dropped (its text only shrinks or changes); the message
-count, order, authors and threads are unchanged.
+count, order, authors and threads are unchanged. Each message is scrubbed as a
+function of its own text and the roster alone (names and ids given independently
+of the messages, ``federated.data.roster``), so adding or removing a message
+never changes how another one is scrubbed: scrubbing keeps the neighbouring
+relation DP-SGD protects.
 
 Assumptions and limits: names are matched as whole words (letters, digits and
 the IRC nick characters ``_-[]\\^{}|```), so a name written with different
@@ -150,9 +154,14 @@ def name_keys(names: Iterable[str], min_length: int) -> frozenset[str]:
     return frozenset(keys)
 
 
-def scrub_workspace(workspace: Workspace, names: Iterable[str], options: ScrubOptions = ScrubOptions()) -> Workspace:
-    """``workspace`` with every message text scrubbed; its report (if any) gets the replacement counts."""
-    scrubber = Scrubber(names, workspace.members, options)
+def scrub_workspace(workspace: Workspace, names: Iterable[str], options: ScrubOptions = ScrubOptions(),
+                    member_ids: Iterable[str] = ()) -> Workspace:
+    """``workspace`` with every message text scrubbed; its report (if any) gets the replacement counts.
+
+    ``names`` and ``member_ids`` must come from the roster, not from the messages (``workspace.members`` of
+    an IRC or JSONL workspace are its authors): see ``federated.data.roster``.
+    """
+    scrubber = Scrubber(names, member_ids, options)
     messages = tuple(replace(m, text=scrubber(m.text)) for m in workspace.messages)
     report = workspace.report
     if report is not None:

@@ -145,7 +145,8 @@ def read_slack_export(path: Path, *, name: str | None = None, skip_bad_files: bo
         member_names=tuple(member_names),
         report=report,
     )
-    return SourceData(workspace, frozenset(names))
+    # users.json lists the members whether or not they wrote anything: a roster, not a summary of messages.
+    return SourceData(workspace, frozenset(names), frozenset(members))
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""What a data-source reader returns: the workspace, the names to scrub, and a load report.
+"""What a data-source reader returns: the workspace, the roster's names to scrub, and a load report.
 
 Every reader (Slack export, IRC manifest, JSONL) accounts for every entry it
 saw: an entry is either loaded as a message or counted as skipped under a
@@ -53,14 +53,17 @@ class LoadReport:
 
 @dataclass(frozen=True)
 class SourceData:
-    """A reader's result: the workspace (with its ``report``) and the personal names its source knows.
+    """A reader's result: the workspace (with its ``report``) and the roster's names and member ids.
 
-    ``names`` are every name the source gives for a person (handles, real and
-    display names, IRC nicks), for scrubbing; they never leave the node.
+    ``names`` are every name the workspace's roster gives for a person (handles, real and display names,
+    nicks) and ``ids`` the roster's member ids, for scrubbing; they never leave the node. Both come from
+    the roster (``users.json``, ``roster.txt``; ``federated.data.roster``), never from the messages, so
+    that removing a message cannot change how any other message is scrubbed.
     """
 
     workspace: Workspace
     names: frozenset[str]
+    ids: frozenset[str] = frozenset()
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")

@@ -4,9 +4,16 @@ Guarantee: for a planned mechanism of ``steps`` Gaussian steps at sampling rate 
 :func:`calibrate` returns a noise multiplier ``z`` whose ε at ``delta`` under the chosen accountant
 (``federated.privacy.accounting``) is at most ``target_epsilon`` and, unless the search hit its
 bounds, at least ``target_epsilon - tolerance``. The search is Opacus'
-``opacus.accountants.utils.get_noise_multiplier`` (doubling, then bisection on ``z``); the
-returned :class:`Calibration` carries the ε recomputed for ``z``, so a caller never has to trust
-the search.
+``opacus.accountants.utils.get_noise_multiplier`` (z doubling from 20 up to at most ``MAX_SIGMA`` =
+1e6, then bisection on ``z``), run on :func:`federated.privacy.accounting.epsilon` so that its edge
+rules apply; a z whose ε the PRV accountant cannot compute (its grid would be too large, e.g. for
+very little noise) counts as "not private enough" during the search. The returned
+:class:`Calibration` carries the ε recomputed for ``z``, so a caller never has to trust the search.
+
+A target can be out of reach of one accountant however much noise is added: RDP's conversion over
+Opacus' default orders (α ≤ 63) bottoms out at an ε that depends on δ alone (about 0.1 at
+δ = 1e-5), and PRV adds its error margin (0.01) to every ε. ``PrivacyError`` then names the
+accountant, the smallest ε it can certify at this δ and, for RDP, what the PRV accountant gives.
 
 The target is ∞ for "no DP": the noise multiplier is then 0 and the ε of the mechanism is ∞.
 
@@ -21,14 +28,12 @@ from __future__ import annotations
 
 import logging
 import math
-import warnings
 from dataclasses import dataclass
 
-import numpy as np
-from opacus.accountants.utils import get_noise_multiplier
+from opacus.accountants.utils import MAX_SIGMA
 
 from federated.errors import PrivacyError
-from federated.privacy.accounting import ACCOUNTANTS, check_delta, epsilon
+from federated.privacy.accounting import MAX_NOISE, check_accountant, check_delta, epsilon
 
 log = logging.getLogger("optin.privacy.calibration")
 
@@ -54,7 +59,9 @@ def calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: in
     """The noise multiplier for ``steps`` steps at ``sample_rate`` to reach ``target_epsilon`` at ``delta``.
 
     ``PrivacyError`` for a target ≤ 0, δ outside (0, 1), a sampling rate outside (0, 1], steps < 1,
-    an unknown accountant, or a target too small to reach with any finite noise.
+    an unknown accountant, a target the accountant cannot certify with any noise up to 1e6 (the
+    message names the accountant, its smallest ε here and, for RDP, what PRV gives), or a mechanism
+    the PRV accountant cannot compute (see ``federated.privacy.accounting``).
     """
     check_mechanism(delta, sample_rate, steps, accountant)
     if math.isnan(target_epsilon) or target_epsilon <= 0:
@@ -63,17 +70,7 @@ def calibrate(target_epsilon: float, delta: float, sample_rate: float, steps: in
         raise PrivacyError(f"tolerance: expected a value > 0, got {tolerance}")
     if math.isinf(target_epsilon):
         return Calibration(target_epsilon, delta, sample_rate, steps, accountant, 0.0, math.inf)
-    try:
-        with np.errstate(divide="ignore"), warnings.catch_warnings():
-            # PRV takes log(1 - q), which is -inf (and handled) at q = 1; RDP warns when its best order is the
-            # largest it tries (a looser bound, still an upper bound).
-            warnings.filterwarnings("ignore", message="Optimal order is the")
-            noise = float(get_noise_multiplier(target_epsilon=target_epsilon, target_delta=delta,
-                                               sample_rate=sample_rate, steps=steps, accountant=accountant,
-                                               epsilon_tolerance=tolerance))
-    except ValueError as exc:  # Opacus: "The privacy budget is too low."
-        raise PrivacyError(f"target epsilon {target_epsilon} at delta {delta} cannot be reached with "
-                           f"{steps} step(s) at sampling rate {sample_rate}: {exc}") from exc
+    noise = _search(target_epsilon, delta, sample_rate, steps, accountant, tolerance)
     achieved = epsilon([(noise, sample_rate, steps)], delta, accountant)
     log.debug("calibrated z=%.4f for ε=%.4f (target %g, δ=%g, q=%.5f, T=%d, %s)", noise, achieved,
               target_epsilon, delta, sample_rate, steps, accountant)
@@ -87,5 +84,49 @@ def check_mechanism(delta: float, sample_rate: float, steps: int, accountant: st
         raise PrivacyError(f"sampling rate: expected a value in (0, 1], got {sample_rate}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise PrivacyError(f"steps: expected an integer >= 1, got {steps!r}")
-    if accountant not in ACCOUNTANTS:
-        raise PrivacyError(f"accountant: unknown accountant {accountant!r}; expected one of {sorted(ACCOUNTANTS)}")
+    check_accountant(accountant)
+
+
+def _search(target: float, delta: float, rate: float, steps: int, accountant: str, tolerance: float) -> float:
+    """``get_noise_multiplier``'s search (Opacus 1.6) on :func:`epsilon`; ``PrivacyError`` if the target is out of reach."""
+
+    def spent(z: float) -> float:
+        try:
+            return epsilon([(z, rate, steps)], delta, accountant)
+        except PrivacyError:  # PRV cannot compute this z (grid too large): not certified, so not private enough
+            return math.inf
+
+    low, high, eps_high = 0.0, 10.0, math.inf
+    while eps_high > target:
+        high *= 2
+        eps_high = spent(high)
+        if high > MAX_SIGMA:
+            raise _unreachable(target, delta, rate, steps, accountant, tolerance)
+    while target - eps_high > tolerance:
+        mid = (low + high) / 2
+        eps = spent(mid)
+        if eps < target:
+            high, eps_high = mid, eps
+        else:
+            low = mid
+    return high
+
+
+def _unreachable(target: float, delta: float, rate: float, steps: int, accountant: str,
+                 tolerance: float) -> PrivacyError:
+    """Why ``accountant`` cannot certify ``target``: its smallest ε at this δ and, for RDP, what PRV gives."""
+    what = f"{steps} step(s) at sampling rate {rate:g}"
+    floor = epsilon([(MAX_NOISE, rate, steps)], delta, accountant)  # ε does not fall with z beyond this
+    if accountant == "prv":
+        return PrivacyError(f"target epsilon {target:g} at delta {delta:g} cannot be certified by the prv accountant "
+                            f"for {what}: even with noise multiplier {MAX_NOISE:g} it gives epsilon {floor:.4g} "
+                            f"(it adds its error margin of 0.01 to every epsilon); choose a larger target or delta")
+    try:
+        prv = calibrate(target, delta, rate, steps, "prv", tolerance)
+        alternative = (f"the prv accountant (--accountant prv) reaches it with noise multiplier "
+                       f"{prv.noise_multiplier:.4g} (epsilon {prv.epsilon:.4g})")
+    except PrivacyError as exc:
+        alternative = f"the prv accountant cannot either ({exc})"
+    return PrivacyError(f"target epsilon {target:g} at delta {delta:g} cannot be certified by the rdp accountant for "
+                        f"{what}: with Opacus' default orders (alpha <= 63) its conversion to (epsilon, delta) "
+                        f"gives at least {floor:.4g} at this delta however much noise is added; {alternative}")

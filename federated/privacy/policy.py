@@ -18,6 +18,9 @@ Fields (all optional; a missing file is the same as an empty one, except for the
 - ``privacy_unit``: ``"message"`` (default) or ``"member"`` (one DP sample is up to
   ``max_messages_per_member`` messages of one member, default 8).
 - ``noise_multiplier`` (float ≥ 0, default 0): a floor; the node uses max(server's, this).
+- ``held_out_fraction`` (0 < f < 1, default 0.2): the share of messages the node holds out for evaluation,
+  never trained on. Each message's side is drawn on its own from the node secret (``split_messages``), so
+  the server cannot choose or shift the split; changing this field re-draws which messages are held out.
 - ``max_grad_norm`` (float > 0, optional): a ceiling; the node uses min(server's, this).
 - ``expires`` (TOML date or datetime, optional): from then on consent is off.
 - ``[scope]`` ``tasks`` and ``federations`` (lists of names, ``"*"`` for any; default ``["*"]``).
@@ -63,6 +66,7 @@ class Policy:
     privacy_unit: str = "message"
     max_messages_per_member: int = 8
     noise_multiplier: float = 0.0
+    held_out_fraction: float = 0.2
     max_grad_norm: float | None = None
     expires: dt.datetime | None = None
     scope: Scope = field(default_factory=Scope)
@@ -99,7 +103,7 @@ def read_policy(path: Path) -> Policy:
 def parse_policy(raw: Mapping[str, Any], source: str) -> Policy:
     """Validate a parsed policy table; ``PolicyError`` names ``source``, the field, the value and what was expected."""
     allowed = {"consent", "max_epsilon", "delta", "privacy_unit", "max_messages_per_member", "noise_multiplier",
-               "max_grad_norm", "expires", "scope"}
+               "held_out_fraction", "max_grad_norm", "expires", "scope"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise PolicyError(f"{source}: unknown key(s) {unknown}; expected only {sorted(allowed)}")
@@ -122,10 +126,12 @@ def parse_policy(raw: Mapping[str, Any], source: str) -> Policy:
     per_member = get("max_messages_per_member", lambda v: isinstance(v, int) and not isinstance(v, bool) and
                      1 <= v <= 64, "an integer in [1, 64]", 8)
     noise = get("noise_multiplier", lambda v: number(v) and v >= 0, "a number >= 0", 0.0)
+    held_out = get("held_out_fraction", lambda v: number(v) and 0 < v < 1, "a number in (0, 1)", 0.2)
     clip = get("max_grad_norm", lambda v: number(v) and v > 0, "a number > 0", None)
     expires = get("expires", lambda v: isinstance(v, (dt.date, dt.datetime)), "a TOML date or date-time", None)
     return Policy(consent=consent, max_epsilon=float(max_epsilon), delta=float(delta), privacy_unit=unit,
                   max_messages_per_member=per_member, noise_multiplier=float(noise),
+                  held_out_fraction=float(held_out),
                   max_grad_norm=None if clip is None else float(clip), expires=_as_utc(expires),
                   scope=_scope(raw.get("scope", {}), source))
 
@@ -158,6 +164,7 @@ def render_policy(policy: Policy) -> str:
         f"privacy_unit = {_toml(policy.privacy_unit)}",
         f"max_messages_per_member = {policy.max_messages_per_member}",
         f"noise_multiplier = {_toml(policy.noise_multiplier)}",
+        f"held_out_fraction = {_toml(policy.held_out_fraction)}",
     ]
     if policy.max_grad_norm is not None:
         lines.append(f"max_grad_norm = {_toml(policy.max_grad_norm)}")

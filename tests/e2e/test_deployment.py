@@ -70,7 +70,12 @@ def test_results_come_back_for_every_round(deployed_run: DeployedRun) -> None:
     assert set(metrics["nodes"]) == set(deployed_run.workspace_of)
     for r in metrics["rounds"][1:]:
         assert len(r["trained"]) == SPEC.num_workspaces - 1, r
-        assert r["metrics"]["train-loss"] > 0 and 0 <= r["metrics"]["eval-accuracy"] <= 1, r
+        assert r["metrics"]["updates"] == len(r["trained"]) and r["metrics"]["max-epsilon"] > 0, r
+        assert set(r["evaluated"]) == set(r["trained"]) and all(m == {} for m in r["evaluated"].values()), r
+    for node, folder in deployed_run.workspace_of.items():
+        if node != _node_of(deployed_run, OPTED_OUT):  # the held-out figures stayed in each node's audit log
+            evaluations = [e for e in read_entries(folder / AUDIT_FILE) if e["kind"] == "evaluation"]
+            assert len(evaluations) == ROUNDS + 1 and all(0 <= e["kept_local"]["accuracy"] <= 1 for e in evaluations)
 
 
 def test_opted_out_node_is_skipped_and_gets_no_train_message(deployed_run: DeployedRun) -> None:

@@ -136,7 +136,7 @@ def test_every_round_completes_with_the_consenting_nodes_that_answer(deployed_ru
     assert set(metrics["rounds"][1]["trained"]) == consenting
     assert set(metrics["rounds"][FROZEN_ROUND]["trained"]) == consenting - {node_of[FROZEN]}
     for r in metrics["rounds"][1:]:
-        assert r["metrics"]["train-loss"] > 0 and 0 <= r["metrics"]["eval-accuracy"] <= 1, r
+        assert r["metrics"]["updates"] == len(r["trained"]) and r["metrics"]["max-epsilon"] > 0, r
         assert r["dropped"] == {}, r
 
 

@@ -35,6 +35,7 @@ delta = 1e-5
 [run]
 num-rounds = 3
 local-steps = 20
+sample-rate = 0.08
 batch-size = 16
 lr = 0.1
 
@@ -97,8 +98,8 @@ def test_canaries_never_reach_a_file(audited: tuple[Path, Path]) -> None:
         for path in files:
             content = path.read_bytes()
             assert not any(secret in content for secret in secrets), path
-        trained = {w["name"]: w["num_samples"] for w in cell["workspaces"]}
-        assert trained[plan.exposure_workspace] > 32
+        injected = {w["name"]: w["canaries"] for w in cell["workspaces"]}
+        assert injected[plan.exposure_workspace] == len(plan.injected(plan.exposure_workspace)) > 32
 
 
 def test_a_lower_bound_above_the_claim_fails_the_audit_loudly(audited: tuple[Path, Path], tmp_path: Path,

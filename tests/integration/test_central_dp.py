@@ -27,8 +27,8 @@ from federated.privacy.policy import Policy, write_policy
 from server.app import app as server_app
 
 SPEC = SyntheticSpec(num_workspaces=4, seed=8, min_messages=60, max_messages=90)
-CONFIG = RunConfig(num_rounds=2, local_steps=3, batch_size=16, lr=0.1, noise_multiplier=1.0, max_grad_norm=1.0,
-                   seed=8, dp_mode="both", central_noise_multiplier=1e-4, central_clipping_norm=1.0,
+CONFIG = RunConfig(num_rounds=2, local_steps=3, sample_rate=0.25, batch_size=16, lr=0.1, noise_multiplier=1.0,
+                   max_grad_norm=1.0, seed=8, dp_mode="both", central_noise_multiplier=1e-4, central_clipping_norm=1.0,
                    central_delta=1e-3)
 OPTED_OUT = 1
 
@@ -74,7 +74,7 @@ def test_released_model_is_the_noised_equal_weight_average_of_clipped_updates(ce
         assert max(norms) > clip  # clipping really was active
         mean = [sum(column) / len(clipped) for column in zip(*clipped)]
         residual = np.concatenate([(r - m).ravel() for r, m in zip(released, mean)])
-        # Noise of std z·C/m: with m = 3 and z = 1e-4 any weighting by training-set size would show up here.
+        # Noise of std z·C/m: with m = 3 and z = 1e-4 any unequal weighting (nodes send no sizes) would show here.
         assert residual.std() == pytest.approx(z * clip / 3, rel=0.05)
         assert abs(residual.mean()) < 5 * z * clip / 3 / math.sqrt(residual.size)
         record = metrics["rounds"][int(server_round)]["metrics"]

@@ -20,13 +20,15 @@ def invoke(*args: str):
 
 def test_policy_and_consent_commands(tmp_path: Path) -> None:
     ws = str(tmp_path)
-    assert invoke("policy", "init", "-w", ws, "--max-epsilon", "3", "--privacy-unit", "member").exit_code == 0
+    assert invoke("policy", "init", "-w", ws, "--max-epsilon", "3", "--privacy-unit", "member",
+                  "--held-out-fraction", "0.3").exit_code == 0
     assert read_policy(tmp_path / "policy.toml").consent is False
     again = invoke("policy", "init", "-w", ws)
     assert again.exit_code == 1 and "already exists (use --force" in again.output
     assert invoke("consent", "on", "-w", ws).exit_code == 0
     policy = read_policy(tmp_path / "policy.toml")
-    assert (policy.consent, policy.max_epsilon, policy.privacy_unit) == (True, 3.0, "member")
+    assert (policy.consent, policy.max_epsilon, policy.privacy_unit, policy.held_out_fraction) == (
+        True, 3.0, "member", 0.3)
     shown = invoke("policy", "show", "-w", ws)
     assert "consent = true" in shown.output and "max_epsilon = 3.0" in shown.output
     assert invoke("consent", "off", "-w", ws).exit_code == 0
@@ -40,6 +42,8 @@ def test_policy_and_consent_commands(tmp_path: Path) -> None:
     assert (tmp_path / "policy.toml").read_text() == "consent = true\ndelta = 2\n"  # left as it was
     bad_init = invoke("policy", "init", "-w", ws, "--force", "--privacy-unit", "person")
     assert bad_init.exit_code == 1 and "privacy_unit" in bad_init.output
+    bad_fraction = invoke("policy", "init", "-w", ws, "--force", "--held-out-fraction", "1")
+    assert bad_fraction.exit_code == 1 and "held_out_fraction" in bad_fraction.output
 
 
 def test_ledger_and_audit_commands(tmp_path: Path) -> None:

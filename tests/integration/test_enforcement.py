@@ -4,21 +4,22 @@ member-level samples, and tamper-evident audit logs."""
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from opacus.accountants import RDPAccountant
 
-from clients.workspace_node import DATA_FOLDER, member_groups
+from clients.workspace_node import DATA_FOLDER, WorkspaceNode, member_groups
 from experiments.federation import make_synthetic_federation, run_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
-from federated.data import SyntheticSpec, load_slack_export, split_messages
+from federated.data import SyntheticSpec, load_workspace, split_messages
 from federated.privacy.ledger import LEDGER_FILE, Ledger
+from federated.privacy.node_secret import node_secret
 from federated.privacy.policy import Policy, write_policy
+from federated.tasks import get_task
 from tests.conftest import SMALL_CONFIG
-from tests.node_calls import send_query, send_train
+from tests.node_calls import send_query, send_train, train_config
 
 SPEC = SyntheticSpec(num_workspaces=3, seed=11, min_messages=120, max_messages=200)
 CONFIG = replace(SMALL_CONFIG, num_rounds=2, local_steps=4, batch_size=16)
@@ -188,14 +189,18 @@ def test_member_level_unit_makes_one_sample_per_member(folders) -> None:
     folder = folders[1]
     write_policy(folder, Policy(consent=True, privacy_unit="member", max_messages_per_member=3))
     reply = send_train(folder, CONFIG)
-    messages = load_slack_export(folder / DATA_FOLDER).messages
-    train, _ = split_messages(list(messages), CONFIG.test_fraction, CONFIG.seed)
+    assert not reply.has_error()
+    messages = load_workspace(folder / DATA_FOLDER).messages  # scrubbed, as the node splits them
+    train, _ = split_messages(list(messages), Policy().held_out_fraction, node_secret(folder))
     members = {m.user for m in train}
-    assert reply.content["metrics"]["num-examples"] == len(members)
-    groups = member_groups(train, 3, CONFIG.seed)
+    groups = member_groups(train, 3, node_secret(folder))
     assert len(groups) == len(members) and max(len(g) for g in groups) == 3
+    samples = WorkspaceNode(folder).training_samples(get_task(CONFIG.task, CONFIG.seq_len), CONFIG,
+                                                      Policy(consent=True, privacy_unit="member",
+                                                             max_messages_per_member=3))
+    assert len(samples) == len(members)
     (release,) = releases(folder)
-    assert release.sample_rate == 1 / math.ceil(len(members) / 8)
+    assert release.sample_rate == train_config()["sample-rate"]  # public, whatever the number of members
     accountant = RDPAccountant()
     for _ in range(3):
         accountant.step(noise_multiplier=1.0, sample_rate=release.sample_rate)
@@ -205,15 +210,6 @@ def test_member_level_unit_makes_one_sample_per_member(folders) -> None:
 def test_member_groups_respect_the_contribution_bound() -> None:
     from federated.data import ChatMessage
     messages = [ChatMessage(f"{i}.0", "U1" if i % 3 else "U2", "general", f"text {i}") for i in range(1, 30)]
-    groups = member_groups(messages, 4, seed=0)
+    groups = member_groups(messages, 4, bytes(32))
     assert [len(g) for g in groups] == [4, 4]
     assert set(groups[0]) <= {m.text for m in messages if m.user == "U1"}
-
-
-@pytest.mark.parametrize("unit", ["message", "member"])
-def test_the_query_counts_exactly_the_samples_training_makes(folders, unit: str) -> None:
-    from clients.workspace_node import WorkspaceNode
-    from federated.tasks import get_task
-    node, policy = WorkspaceNode(folders[0]), Policy(consent=True, privacy_unit=unit)
-    samples = node.training_samples(get_task(CONFIG.task, CONFIG.seq_len), CONFIG, policy)
-    assert node.num_training_samples(CONFIG, policy) == len(samples) > 0

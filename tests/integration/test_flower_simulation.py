@@ -53,7 +53,7 @@ def simulated_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, A
     root = tmp_path_factory.mktemp("flower-sim")
     make_synthetic_federation(root / "workspaces", SPEC, opted_out=[OPTED_OUT])
     home = root / "flwr-home"
-    config = RunConfig(num_rounds=ROUNDS, local_steps=5, batch_size=16, seed=5,
+    config = RunConfig(num_rounds=ROUNDS, local_steps=5, sample_rate=0.1, batch_size=16, seed=5,
                        workspaces_root=str(root / "workspaces"), results_dir=str(root / "results"))
     # 2 cores: one CPU per ClientApp actor, Ray limited to the machine's cores (at most 2 actors at once).
     resources = SimulationResources(client_cpus=1, total_cpus=min(2, os.cpu_count() or 1))
@@ -91,8 +91,15 @@ def test_opted_out_workspace_is_skipped_with_its_reason_and_never_trains(simulat
 @pytest.mark.slow
 def test_training_through_flower_improves_held_out_accuracy(simulated_run) -> None:
     metrics, _ = simulated_run
-    first, last = metrics["rounds"][0]["metrics"], metrics["rounds"][-1]["metrics"]
+    # The nodes' own figures (partition i = i-th sorted folder), read back from their audit logs.
+    local = metrics["node_local"]
+    first, last = local["rounds"][0], local["rounds"][-1]
+    assert first["evaluating"] == last["evaluating"] == SPEC.num_workspaces - 1, local["rounds"]
     assert last["eval-accuracy"] > first["eval-accuracy"], (first, last)
+    assert last["training"] == SPEC.num_workspaces - 1 and last["train-loss"] > 0
+    silent = [name for name, w in local["workspaces"].items() if not w["rounds"]]
+    assert len(silent) == 1 and silent[0].startswith(f"ws{OPTED_OUT:02d}")
+    assert not any(m for r in metrics["rounds"] for m in r["evaluated"].values())  # the server saw none
 
 
 @pytest.mark.slow

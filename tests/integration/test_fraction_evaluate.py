@@ -18,7 +18,7 @@ from server.app import app as server_app
 
 SPEC = SyntheticSpec(num_workspaces=10, seed=5, min_messages=40, max_messages=60)
 OPTED_OUT = (1, 6)  # no policy file, and an explicit consent = false
-CONFIG = RunConfig(num_rounds=2, local_steps=2, batch_size=8, fraction_train=0.25, seed=5)
+CONFIG = RunConfig(num_rounds=2, local_steps=2, sample_rate=0.2, batch_size=8, fraction_train=0.25, seed=5)
 
 Deliveries = dict[tuple[str, str], set[int]]  # (message type, round) -> workspace indices
 
@@ -58,4 +58,5 @@ def test_half_of_the_consenting_nodes_are_evaluated_each_round_and_training_is_u
         if message_type != MessageType.QUERY:
             assert not workspaces & set(OPTED_OUT)
     assert [len(r["evaluated"]) for r in metrics["rounds"]] == [len(consenting) // 2] * len(rounds)
+    assert not any(m for r in metrics["rounds"] for m in r["evaluated"].values())  # results stay on the nodes
     assert metrics["config"]["fraction-evaluate"] == 0.5

@@ -32,6 +32,8 @@ def model_arrays() -> ArrayRecord:
     ({"max-grad-norm": 0.0}, "'max-grad-norm' expected a value > 0.0"),
     ({"local-steps": 10**9}, "'local-steps' expected a value >= 1 and <= 10000"),
     ({"batch-size": "32"}, "'batch-size' expected int, got '32'"),
+    ({"sample-rate": 0.0}, "'sample-rate' expected a value > 0.0"),
+    ({"sample-rate": 1.5}, "'sample-rate' expected a value > 0.0 and <= 1.0"),
     ({"lr": float("nan")}, "'lr' expected a value > 0.0"),
     ({"local-steps": True}, "'local-steps' expected int, got True"),
     ({"send-back": "messages"}, "unknown key(s) ['send-back']"),

@@ -1,9 +1,8 @@
-"""A whole federated run in process: consent gating, honest ε, and learning that helps."""
+"""A whole federated run in process: consent gating, honest ε, and learning that helps (as the nodes measure it)."""
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import sys
 from dataclasses import replace
@@ -15,9 +14,9 @@ from opacus.accountants import RDPAccountant
 
 from clients.app import app as client_app
 from clients.workspace_node import DATA_FOLDER
-from experiments.federation import FederationLayout, make_synthetic_federation
+from experiments.federation import FederationLayout, make_synthetic_federation, served_folders
+from experiments.node_metrics import merge_node_local
 from federated.audit import AUDIT_FILE, read_entries
-from federated.data import load_slack_export, split_messages
 from federated.inprocess import run_in_process
 from federated.privacy.policy import Policy
 from server.app import app as server_app
@@ -51,7 +50,11 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory):
     grid = run_in_process(server_app, recording_client, [{"workspace": str(f)} for f in small_federation.folders],
                           config.to_mapping())
     node_of = {str(n.context.node_config["workspace"]): str(n.node_id) for n in grid.nodes}
-    metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    server_view = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    # What the researcher holding every workspace adds: each node's own figures, from its audit log.
+    metrics = merge_node_local(tmp_path / "results" / "metrics.json", list(small_federation.folders),
+                               str(grid.run.run_id), {f: n for n, f in served_folders(grid).items()})
+    assert {k: v for k, v in metrics.items() if k != "node_local"} == server_view
     return config, small_federation, metrics, delivered, node_of, list(OPENED)
 
 
@@ -76,12 +79,10 @@ def test_reported_epsilon_equals_an_independent_accountant(finished_run) -> None
         if i == 1:
             assert entry["rounds_joined"] == 0 and entry["epsilon"] == 0.0
             continue
-        messages = load_slack_export(folder / DATA_FOLDER).messages
-        train, _ = split_messages(list(messages), config.test_fraction, config.seed)
-        sample_rate = 1 / math.ceil(len(train) / config.batch_size)
+        # The sampling rate is the run's public one, whatever the workspace's size: no size enters ε.
         accountant = RDPAccountant()
         for _ in range(config.num_rounds * config.local_steps):
-            accountant.step(noise_multiplier=config.noise_multiplier, sample_rate=sample_rate)
+            accountant.step(noise_multiplier=config.noise_multiplier, sample_rate=config.sample_rate)
         assert entry["rounds_joined"] == config.num_rounds
         assert entry["epsilon"] == pytest.approx(accountant.get_epsilon(delta=Policy().delta), rel=1e-9)
         assert entry["delta"] == Policy().delta
@@ -89,10 +90,17 @@ def test_reported_epsilon_equals_an_independent_accountant(finished_run) -> None
 
 @pytest.mark.slow
 def test_held_out_accuracy_beats_the_initial_model_clearly(finished_run) -> None:
-    _, _, metrics, _, _, _ = finished_run
-    accuracy = [r["metrics"]["eval-accuracy"] for r in metrics["rounds"]]
+    _, layout, metrics, _, node_of, _ = finished_run
+    # The server learned who evaluated, nothing of the results.
+    assert all(r["evaluated"] and not any(r["evaluated"].values()) for r in metrics["rounds"])
+    local = metrics["node_local"]["rounds"]
+    accuracy = [r["eval-accuracy"] for r in local]
     assert len(accuracy) == SMALL_CONFIG.num_rounds + 1
+    assert all(r["evaluating"] == 3 for r in local)
     assert accuracy[-1] > accuracy[0] + 0.10
+    assert local[0]["train-loss"] is None and all(r["training"] == 3 and r["train-loss"] > 0 for r in local[1:])
+    opted_out = metrics["node_local"]["workspaces"][layout.folders[1].name]
+    assert opted_out == {"node_id": node_of[str(layout.folders[1])], "rounds": {}}
 
 
 def test_node_without_consent_refuses_before_touching_its_data(small_federation: FederationLayout) -> None:

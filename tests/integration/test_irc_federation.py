@@ -21,8 +21,8 @@ def test_federated_irc_run_beats_the_initial_model_and_copies_no_text(tmp_path: 
     if not (root / IRC_CORPUS / "data").is_dir():
         pytest.skip(f"IRC corpus not found under {root} (set OPTIN_DATA to the folder holding {IRC_CORPUS}/)")
     experiment = IrcExperiment(
-        run=RunConfig(num_rounds=2, local_steps=6, batch_size=8, lr=0.1, noise_multiplier=1.0, max_grad_norm=1.0,
-                      seed=0),
+        run=RunConfig(num_rounds=2, local_steps=6, sample_rate=0.05, batch_size=8, lr=0.1, noise_multiplier=1.0,
+                      max_grad_norm=1.0, seed=0),
         max_lines=200, workspaces=("linux", "rust"))
     out = io.StringIO()
     comparison = run_irc_experiment(experiment, irc_corpus_dir(root), tmp_path / "results", Console(file=out))
@@ -39,6 +39,10 @@ def test_federated_irc_run_beats_the_initial_model_and_copies_no_text(tmp_path: 
     for path in ("report.md", "config.toml", "federated/metrics.json", "alone/linux/metrics.json",
                  "alone/rust/metrics.json", "plots/federated.png"):
         assert (run_dir / path).is_file(), path
+    # The accuracies are the nodes' own figures (their audit logs); the server saw none of them.
+    federated = json.loads((run_dir / "federated/metrics.json").read_text(encoding="utf-8"))
+    assert all(not m for r in federated["rounds"] for m in r["evaluated"].values())
+    assert set(federated["node_local"]["workspaces"]) == {"linux", "rust"}
     for data in run_dir.rglob("data"):
         assert [p.name for p in data.iterdir()] == [MANIFEST_FILE]
     print_comparison(comparison, Console(file=out, width=120))

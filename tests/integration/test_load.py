@@ -6,10 +6,10 @@ server records it as skipped, with its reason, in every round; every consenting 
 exactly the releases the server's ``metrics.json`` records for it and its audit log exactly the
 updates the server's audit log received (nothing lost, nothing extra); every audit log verifies.
 
-Workspaces are tiny (16-30 messages, one DP-SGD step of about 12 messages per round, 16-byte
-sequences) so the run takes a minute or two on 2 cores. The expected batch is kept large enough
-that an all-empty Poisson batch (which would leave a node without a finite training loss, and the
-server would drop that reply) is improbable for every node and round.
+Workspaces are tiny (16-30 messages, one DP-SGD step per round at the public sampling rate 0.5, so
+about 6 to 12 messages, 16-byte sequences) so the run takes a minute or two on 2 cores. An empty
+Poisson batch would only make that step noise alone: replies carry no loss, so no reply is dropped
+for it.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ SPEC = SyntheticSpec(num_workspaces=200, seed=17, min_messages=16, max_messages=
 OPTED_OUT = tuple(range(3, SPEC.num_workspaces, 10))  # 20, spread over the federation
 NO_POLICY = frozenset(OPTED_OUT[::2])  # half have no policy file at all, half say consent = false
 ROUNDS = 3
-CONFIG = RunConfig(num_rounds=ROUNDS, local_steps=1, batch_size=12, seq_len=16, noise_multiplier=1.5,
+CONFIG = RunConfig(num_rounds=ROUNDS, local_steps=1, sample_rate=0.5, batch_size=9, seq_len=16, noise_multiplier=1.5,
                    min_available_nodes=SPEC.num_workspaces, seed=SPEC.seed)
 
 OPENED: list[str] = []
@@ -65,6 +65,7 @@ class LoadRun:
     data_read: set[Path]  # workspace folders of which a file under data/ was opened
     metrics: dict[str, Any]
     results: Path
+    run_id: str
 
     def consenting(self) -> Iterator[Path]:
         return (f for i, f in enumerate(self.folders) if i not in OPTED_OUT)
@@ -100,7 +101,7 @@ def load_run(tmp_path_factory: pytest.TempPathFactory) -> LoadRun:
     node_of = {Path(str(n.context.node_config["workspace"])): str(n.node_id) for n in grid.nodes}
     metrics = json.loads((root / "results" / "metrics.json").read_text(encoding="utf-8"))
     return LoadRun(layout.folders, node_of, dict(delivered), _data_read(root / "workspaces", OPENED), metrics,
-                   root / "results")
+                   root / "results", str(grid.run.run_id))
 
 
 def _data_read(workspaces: Path, opened: list[str]) -> set[Path]:
@@ -152,7 +153,7 @@ def test_each_consenting_ledger_holds_exactly_the_releases_the_server_recorded(l
             releases = ledger.releases()
         assert [(r.round, r.epsilon_total) for r in releases] == recorded, folder
         assert [r.round for r in releases] == list(range(1, ROUNDS + 1)), folder
-        assert {r.run_id for r in releases} == {"1"}, folder
+        assert {r.run_id for r in releases} == {load_run.run_id}, folder
         sent = {(e["round"], e["sha256"]) for e in read_entries(folder / AUDIT_FILE) if e["kind"] == "release"}
         assert sent == received.pop(node), folder
     assert received == {}  # the server received no update from any other node

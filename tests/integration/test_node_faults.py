@@ -30,10 +30,10 @@ def test_a_node_crashing_mid_training_does_not_stop_the_round(tmp_path: Path, mo
     crashing = str(folders[0])
     real_train = node_app.train_dp_sgd
 
-    def crash_in_round_two(task, model, data, settings, history, generator):
+    def crash_in_round_two(task, model, data, settings, generator):
         if current["workspace"] == crashing and current["round"] == "2":
             raise MemoryError("simulated crash in the middle of DP-SGD")
-        return real_train(task, model, data, settings, history, generator)
+        return real_train(task, model, data, settings, generator)
 
     current: dict[str, str] = {}
 

@@ -27,6 +27,7 @@ delta = 1e-4
 [run]
 num-rounds = 2
 local-steps = 3
+sample-rate = 0.25
 batch-size = 16
 lr = 0.1
 
@@ -73,8 +74,14 @@ def test_every_cell_has_metrics_and_the_sweep_has_csv_plots_and_report(first_run
         assert (run_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (run_dir / "report.md").read_text()
     for phrase in ("accountant `rdp`", "add/remove one message of one workspace", "Poisson over messages",
-                   "amplification by sampling is claimed", "δ = 0.0001", *CELLS):
+                   "amplification by sampling is claimed", "δ = 0.0001", "q = 0.25", "q is public and the same "
+                   "for every workspace", "never sees them", *CELLS):
         assert phrase in report
+    for cell in CELLS:  # held-out and training figures, read back from the workspaces' audit logs
+        rounds = json.loads((run_dir / "cells" / cell / "metrics.json").read_text())["rounds"]
+        assert all(0 <= r["eval_accuracy"] <= 1 and r["held_out"] > 0 for r in rounds)
+        assert all(r["train_loss"] > 0 for r in rounds[1:])
+    assert all(r["final_accuracy"] and r["initial_accuracy"] for r in rows)
 
 
 @pytest.mark.slow
@@ -82,6 +89,9 @@ def test_node_reported_epsilon_is_at_most_the_target_and_close_to_it(first_run) 
     _, run_dir, _ = first_run
     for cell, target in zip(CELLS, (8.0, 2.0)):
         metrics = json.loads((run_dir / "cells" / cell / "metrics.json").read_text())
+        # One public sampling rate, so one calibrated noise multiplier for workspaces of different sizes.
+        assert {w["sample_rate"] for w in metrics["workspaces"]} == {0.25}
+        assert len({w["noise_multiplier"] for w in metrics["workspaces"]}) == 1
         for workspace in metrics["workspaces"]:
             with Ledger(run_dir / "cells" / cell / "workspaces" / workspace["name"] / LEDGER_FILE) as ledger:
                 releases = ledger.releases()

@@ -25,6 +25,7 @@ delta = 1e-5
 [run]
 num-rounds = 2
 local-steps = 3
+sample-rate = 0.2
 batch-size = 16
 
 [[datasets]]
@@ -120,7 +121,7 @@ def test_delta_not_below_one_over_n_stops_before_any_training(tmp_path: Path) ->
         load_and_run(path, tmp_path / "results", None)
     message = str(info.value)
     assert str(path) in message and "'delta'" in message and "0.02" in message and "below 1/N" in message
-    assert "training messages in workspace" in message
+    assert "messages (with canaries) in workspace" in message
     assert not list((tmp_path / "results").rglob("ledger.sqlite"))
     assert not list((tmp_path / "results").rglob("run"))
 

@@ -27,6 +27,7 @@ clipping-norm = 2.0
 [run]
 num-rounds = 2
 local-steps = 2
+sample-rate = 0.25
 batch-size = 16
 
 [[datasets]]
@@ -52,3 +53,6 @@ def test_a_cell_runs_on_flowers_simulation_engine(tmp_path: Path) -> None:
     assert 7.9 <= metrics["epsilon"]["local"] <= 8.0
     assert metrics["central"]["releases"] == 2 and 7.9 <= metrics["epsilon"]["central"] <= 8.0
     assert metrics["central"]["epsilon_server_rdp"] == metrics["epsilon"]["central"]
+    # Held-out figures came back from the workspaces' audit logs (partition i = i-th sorted folder).
+    assert all(r["eval_accuracy"] is not None and r["held_out"] > 0 for r in metrics["rounds"])
+    assert all(r["train_loss"] is not None for r in metrics["rounds"][1:])

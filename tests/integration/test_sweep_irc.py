@@ -21,6 +21,7 @@ delta = 1e-5
 [run]
 num-rounds = 2
 local-steps = 2
+sample-rate = 0.05
 batch-size = 16
 
 [[datasets]]

@@ -4,8 +4,11 @@ problem (tampering) is refused with the log left untouched."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -239,16 +242,21 @@ def test_no_log_to_repair(tmp_path: Path) -> None:
         repair(tmp_path / AUDIT_FILE)
 
 
-def test_an_append_that_cannot_finish_leaves_the_log_as_it_was(tmp_path: Path) -> None:
-    """The head cannot be written (its temporary file's name is taken by a folder): the line already
+def test_an_append_that_cannot_finish_leaves_the_log_as_it_was(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head cannot be written (its temporary file cannot be created: the disk is full): the line already
     written is cut back off, so the log and head never disagree after a failed append."""
     path = _log(tmp_path)
     before = (path.read_bytes(), _head(path).read_bytes())
-    (tmp_path / f"{AUDIT_FILE}.tmp").mkdir()
-    with pytest.raises(AuditError, match="could not append a 'release' entry.*left as it was"):
-        AuditLog(path).append("release", run_id="run", round=4)
+
+    def disk_full(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(tempfile, "mkstemp", disk_full)
+        with pytest.raises(AuditError, match="could not append a 'release' entry.*left as it was"):
+            AuditLog(path).append("release", run_id="run", round=4)
     assert (path.read_bytes(), _head(path).read_bytes()) == before
-    (tmp_path / f"{AUDIT_FILE}.tmp").rmdir()
     AuditLog(path).append("release", run_id="run", round=4)
     assert verify(path).ok and verify(path).entries == 4
 

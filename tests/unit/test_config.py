@@ -15,7 +15,7 @@ def test_round_trip_and_int_to_float() -> None:
     ({"lr": "fast"}, "key 'lr' expected float, got 'fast'"),
     ({"num-rounds": True}, "key 'num-rounds' expected int"),
     ({"num-rounds": 0}, "num-rounds: expected a positive value, got 0"),
-    ({"test-fraction": 1.0}, "test-fraction: expected a value in (0, 1), got 1.0"),
+    ({"test-fraction": 0.2}, "unknown key 'test-fraction'"),  # the held-out split is the node's (policy)
     ({"noise-multiplier": -0.5}, "noise-multiplier: expected a value >= 0"),
     ({"fraction-train": 0.0}, "fraction-train: expected a value in (0, 1]"),
     ({"fraction-evaluate": 1.5}, "fraction-evaluate: expected a value in (0, 1], got 1.5"),

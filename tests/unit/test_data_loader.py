@@ -39,6 +39,7 @@ def _jsonl_workspace(folder: Path) -> Path:
     data = folder / DATA_FOLDER
     data.mkdir(parents=True)
     (data / "messages.jsonl").write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n", encoding="utf-8")
+    (data / "roster.txt").write_text("alice\nbob\n", encoding="utf-8")  # the names to scrub
     return folder
 
 
@@ -78,10 +79,10 @@ def test_synthetic_workspaces_load_with_the_same_messages_scrubbed(tmp_path: Pat
 
 def test_the_node_only_ever_encodes_scrubbed_text(tmp_path: Path) -> None:
     node = WorkspaceNode(_jsonl_workspace(tmp_path / "team"))
-    config = RunConfig(seq_len=64, test_fraction=0.25, seed=1)
-    samples = node.training_samples(get_task("nextchar", 64), config, Policy(consent=True))
+    config, policy = RunConfig(seq_len=64), Policy(consent=True, held_out_fraction=0.25)
+    samples = node.training_samples(get_task("nextchar", 64), config, policy)
     encoded = [bytes(b for b in row.tolist() if 0 <= b < 256).decode("utf-8") for row in samples.tensors[1]]
-    held_out = node.held_out_texts(config)
+    held_out = node.held_out_texts(config, policy)
     assert len(encoded) + len(held_out) == len(RECORDS)
     for text in encoded + held_out:
         for secret in ("alice", "bob", "example.com", "5551234567"):

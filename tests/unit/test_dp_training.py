@@ -1,58 +1,109 @@
-"""Local DP-SGD: the accountant sees exactly the mechanism that ran, across calls."""
+"""Local DP-SGD: Poisson sampling at the public rate, OS noise, and bounded sensitivity under a hostile model."""
 
 import math
 
-import pytest
 import torch
-from opacus.accountants import RDPAccountant
 
-from clients.dp_training import DPSGDSettings, train_dp_sgd
-from federated.privacy.accounting import epsilon
+from clients.dp_training import (DPSGDSettings, privacy_generator, repeatable_generator, train_dp_sgd,
+                                 zero_non_finite_samples)
 from federated.tasks import get_task
+from federated.tasks.nextchar import NextCharTask
 
 TEXTS = [f"message number {i} about the build server" for i in range(90)]
 
 
-def test_history_accumulates_and_epsilon_matches_an_independent_accountant() -> None:
+def settings(**overrides: float | int) -> DPSGDSettings:
+    values = dict(noise_multiplier=1.0, max_grad_norm=1.0, sample_rate=0.1, expected_batch_size=9, local_steps=5,
+                  lr=0.1)
+    values.update(overrides)
+    return DPSGDSettings(**values)
+
+
+class CountingTask(NextCharTask):
+    """Records the size of every batch the loss is computed on."""
+
+    def __init__(self) -> None:
+        super().__init__(seq_len=24)
+        self.batches: list[int] = []
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.batches.append(len(targets))
+        return super().loss(logits, targets)
+
+
+def test_batches_are_poisson_at_the_public_rate_whatever_the_workspace_size() -> None:
+    task = CountingTask()
+    outcome = train_dp_sgd(task, task.build_model(0), task.encode(TEXTS), settings(local_steps=100),
+                           privacy_generator())
+    assert outcome.steps == 100 and outcome.sample_rate == 0.1
+    sizes = task.batches + [0] * (100 - len(task.batches))  # empty batches skip the forward pass
+    mean = sum(sizes) / len(sizes)
+    # Binomial(90, 0.1) per step: mean 9, std of the mean over 100 steps about 0.3.
+    assert 8.0 < mean < 10.0
+    assert len(set(sizes)) > 4  # sizes vary, as Poisson sampling gives
+
+
+def test_an_empty_workspace_releases_noise_only_and_a_finite_model() -> None:
     task = get_task("nextchar", seq_len=24)
-    data = task.encode(TEXTS)
-    settings = DPSGDSettings(noise_multiplier=1.3, max_grad_norm=0.7, expected_batch_size=10, local_steps=7, lr=0.1)
-    generator = torch.Generator().manual_seed(0)
-    first = train_dp_sgd(task, task.build_model(0), data, settings, [], generator)
-    second = train_dp_sgd(task, task.build_model(0), data, settings, first.history, generator)
-
-    expected_rate = 1 / math.ceil(len(TEXTS) / 10)
-    assert first.steps == second.steps == 7
-    assert second.sample_rate == pytest.approx(expected_rate)
-    independent = RDPAccountant()
-    for _ in range(14):
-        independent.step(noise_multiplier=1.3, sample_rate=expected_rate)
-    assert epsilon(second.history, 1e-5) == pytest.approx(independent.get_epsilon(delta=1e-5), rel=1e-12)
-    assert epsilon(second.history, 1e-5) > epsilon(first.history, 1e-5) > 0
-
-
-def test_training_changes_the_model_and_survives_empty_poisson_batches() -> None:
-    task = get_task("nextchar", seq_len=24)
-    data = task.encode(TEXTS[:4])
-    settings = DPSGDSettings(noise_multiplier=1.0, max_grad_norm=1.0, expected_batch_size=1, local_steps=20, lr=0.05)
     model = task.build_model(0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    outcome = train_dp_sgd(task, model, data, settings, [], torch.Generator().manual_seed(1))
-    # q = 1/4 over 20 steps: some Poisson batches are empty (probability 0.75**4 each); every step still counts.
-    assert outcome.steps == 20 and outcome.history == [(1.0, 0.25, 20)]
+    outcome = train_dp_sgd(task, model, task.encode([]), settings(), privacy_generator())
+    assert outcome.steps == 5 and outcome.mean_loss is None
     assert any(not torch.equal(before[k], outcome.state_dict[k]) for k in before)
     assert all(torch.isfinite(v).all() for v in outcome.state_dict.values())
 
 
-
-def test_a_round_whose_poisson_batches_all_came_out_empty_still_reports_a_finite_loss() -> None:
+def test_the_same_inputs_twice_give_different_releases_unless_the_operator_seeds_them() -> None:
     task = get_task("nextchar", seq_len=24)
-    data = task.encode(TEXTS[:4])
-    # No noise: a step on an empty Poisson batch leaves the model exactly as it was.
-    settings = DPSGDSettings(noise_multiplier=0.0, max_grad_norm=1.0, expected_batch_size=1, local_steps=1, lr=0.05)
-    initial = task.build_model(0).state_dict()
-    outcomes = [train_dp_sgd(task, task.build_model(0), data, settings, [], torch.Generator().manual_seed(s))
-                for s in range(12)]
-    empty = [o for o in outcomes if all(torch.equal(o.state_dict[k], initial[k]) for k in initial)]
-    assert 0 < len(empty) < len(outcomes)
-    assert all(math.isfinite(o.mean_loss) and o.mean_loss > 0 for o in outcomes)
+    data = task.encode(TEXTS)
+
+    def release(generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return train_dp_sgd(task, task.build_model(0), data, settings(), generator).state_dict
+
+    first, second = release(privacy_generator()), release(privacy_generator())
+    assert all(not torch.equal(first[k], second[k]) for k in first)
+    seeded_a, seeded_b = release(repeatable_generator(7)), release(repeatable_generator(7))
+    assert all(torch.equal(seeded_a[k], seeded_b[k]) for k in seeded_a)
+
+
+def _nan_row_model(task: NextCharTask, byte: int) -> torch.nn.Module:
+    model = task.build_model(0)
+    with torch.no_grad():
+        model.tok.weight[byte] = float("nan")
+    return model
+
+
+def test_a_nan_embedding_row_cannot_turn_the_release_into_a_membership_signal() -> None:
+    """The attack: a model whose embedding row for a byte the workspace lacks is NaN. A message containing that
+    byte used to make the whole release NaN. Now its per-sample gradient is zeroed: without noise and with every
+    sample in the batch, the release with that message equals the release without it."""
+    task = NextCharTask(seq_len=24)
+    plain = task.encode(TEXTS[:20])
+    with_member = task.encode(TEXTS[:20] + ["a ~ inside"])
+    exact = settings(noise_multiplier=0.0, sample_rate=1.0, local_steps=3)
+    without = train_dp_sgd(task, _nan_row_model(task, ord("~")), plain, exact, privacy_generator())
+    with_it = train_dp_sgd(task, _nan_row_model(task, ord("~")), with_member, exact, privacy_generator())
+    assert with_it.dropped_samples == 3 and without.dropped_samples == 0
+    for key, value in without.state_dict.items():
+        if key == "tok.weight":
+            value, other = value[:ord("~")], with_it.state_dict[key][:ord("~")]
+        else:
+            other = with_it.state_dict[key]
+        assert torch.allclose(value, other, atol=1e-6), key
+
+    noisy = train_dp_sgd(task, _nan_row_model(task, ord("~")), with_member, settings(), privacy_generator())
+    finite = [torch.isfinite(v).all() for k, v in noisy.state_dict.items() if k != "tok.weight"]
+    assert all(finite)
+
+
+def test_zeroing_depends_on_each_sample_alone() -> None:
+    class FakeOptimizer:
+        def __init__(self, grads: list[torch.Tensor]) -> None:
+            self.grad_samples = grads
+
+    grads = [torch.ones(4, 3), torch.ones(4, 2, 2)]
+    grads[0][1, 2] = math.nan
+    grads[1][3, 0, 1] = math.inf
+    assert zero_non_finite_samples(FakeOptimizer(grads)) == 2
+    assert grads[0][[0, 2]].eq(1).all() and grads[1][[0, 2]].eq(1).all()
+    assert grads[0][[1, 3]].eq(0).all() and grads[1][[1, 3]].eq(0).all()

@@ -57,15 +57,14 @@ def _arrays(**changes: Array) -> ArrayRecord:
 
 
 def _train(arrays: ArrayRecord | None = None, **metrics: object) -> RecordDict:
-    values = {"num-examples": 40, "train-loss": 2.1, "epsilon": 1.5, "delta": 1e-5, "steps": 3,
-              "sample-rate": 0.2, "noise-multiplier": 1.0}
+    values = {"epsilon": 1.5, "delta": 1e-5, "steps": 3, "sample-rate": 0.2, "noise-multiplier": 1.0,
+              "max-grad-norm": 1.0, "private": 1}
     values.update(metrics)
     return RecordDict({"arrays": arrays if arrays is not None else _arrays(), "metrics": MetricRecord(values)})
 
 
 def _evaluate(**metrics: object) -> RecordDict:
-    return RecordDict({"metrics": MetricRecord({"num-examples": 10, "eval-loss": 2.0, "eval-accuracy": 0.3,
-                                                **metrics})})
+    return RecordDict({"metrics": MetricRecord(dict(metrics))})
 
 
 def _with_trailing_bytes() -> Array:
@@ -87,8 +86,8 @@ ALLOWED = {
     "query: consent off with its code": ("query", _consent(consent=False, reason="policy-missing")),
     "train: model and metrics": ("train", _train()),
     "train: a subset of the metrics": ("train", RecordDict({"arrays": _arrays(),
-                                                             "metrics": MetricRecord({"num-examples": 3})})),
-    "evaluate: metrics": ("evaluate", _evaluate()),
+                                                             "metrics": MetricRecord({"epsilon": 3.0})})),
+    "evaluate: no metrics": ("evaluate", _evaluate()),
     "refusal with its code": ("train", Error(REFUSED_CODE, "refused: consent-off")),
 }
 
@@ -111,7 +110,11 @@ BLOCKED = {
     "query: an extra record": ("query", RecordDict({**_consent(), "debug": ConfigRecord({"text": SECRET})})),
     "train: a config record": ("train", RecordDict({**_train(), "config": ConfigRecord({"text": SECRET})})),
     "train: metric not allowed": ("train", _train(**{"top-member-messages": 412})),
-    "train: metric that is a list": ("train", _train(**{"train-loss": [2.0, 2.2]})),
+    "train: metric that is a list": ("train", _train(**{"epsilon": [2.0, 2.2]})),
+    "train: the training-set size": ("train", _train(**{"num-examples": 40})),
+    "train: the training loss": ("train", _train(**{"train-loss": 2.1})),
+    "evaluate: a held-out loss": ("evaluate", _evaluate(**{"eval-loss": 2.0})),
+    "evaluate: a held-out accuracy": ("evaluate", _evaluate(**{"eval-accuracy": 0.3})),
     "train: extra array": ("train", _train(_arrays(**{SECRET: Array(np.zeros(1, dtype=np.float32))}))),
     "train: array of another shape": ("train", _train(_arrays(w=Array(np.zeros((3, 3), dtype=np.float32))))),
     "train: array of another dtype": ("train", _train(_arrays(b=Array(np.zeros(3, dtype=np.float64))))),

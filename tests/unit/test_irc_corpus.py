@@ -16,6 +16,7 @@ from federated.data import (
     load_workspace,
     resolve_data_root,
 )
+from federated.data.roster import ROSTER_FILE
 from federated.errors import DataError
 
 UBUNTU_2006 = [
@@ -90,11 +91,11 @@ def test_partitions_are_channels_and_eras(corpus: Path, tmp_path: Path) -> None:
 
 def test_nothing_from_the_corpus_is_copied(corpus: Path, tmp_path: Path) -> None:
     for folder in build_irc_workspaces(corpus, tmp_path / "ws"):
-        assert [p.name for p in folder.rglob("*") if p.is_file()] == [MANIFEST_FILE]
+        assert sorted(p.name for p in folder.rglob("*") if p.is_file()) == sorted([MANIFEST_FILE, ROSTER_FILE])
         manifest = (folder / "data" / MANIFEST_FILE).read_text(encoding="utf-8")
         for line in UBUNTU_2006 + UBUNTU_2006_DEV + LINUX + RUST:
             text = line.partition("> ")[2].strip()
-            assert not text or text not in manifest
+            assert not text or text not in manifest + (folder / "data" / ROSTER_FILE).read_text(encoding="utf-8")
 
 
 def test_ubuntu_workspace_exact_messages_raw_and_scrubbed(corpus: Path, tmp_path: Path) -> None:

@@ -16,6 +16,10 @@ def test_shipped_config_trains_the_flagship_task_on_all_workspaces() -> None:
     assert experiment.run.task == "nextchar"
     assert experiment.workspaces == ()
     assert experiment.max_lines is not None and experiment.max_lines > 0
+    # One public Poisson rate for every workspace: small enough for the largest (~4,700 training messages)
+    # to keep batches near the normalizer, large enough for the smallest (~1,500) to draw non-empty ones.
+    run = experiment.run
+    assert 10 <= run.sample_rate * 1500 and run.sample_rate * 4700 <= 2 * run.batch_size
 
 
 @pytest.mark.parametrize(("body", "message"), [

@@ -96,7 +96,10 @@ def test_manifest_round_trip_with_a_relative_root(tmp_path: Path) -> None:
                                               'a "quoted" description')
     source = read_irc_workspace(folder)
     assert source.workspace.texts == ["hello bob", "hi alice"]
-    assert source.names == {"alice", "bob"}
+    assert source.names == frozenset()  # no roster.txt: the authors' nicks are not a name list
+    assert load_workspace(folder).texts == ["hello bob", "hi alice"]
+    (folder / "roster.txt").write_text("alice\nbob\n", encoding="utf-8")
+    assert read_irc_workspace(folder).names == {"alice", "bob"}
     assert load_workspace(folder).texts == ["hello <name>", "hi <name>"]
 
 

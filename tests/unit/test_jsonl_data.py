@@ -44,7 +44,9 @@ def test_messages_in_channel_then_time_order_with_every_ts_form(tmp_path: Path) 
     ]
     assert ws.members == ("zoë", "alice", "bob")  # files in name order: a.jsonl first
     assert ws.channels == ("random", "general")
-    assert source.names == {"zoë", "alice", "bob"}
+    assert source.names == frozenset()  # no roster.txt: names never come from the messages' users
+    (tmp_path / "roster.txt").write_text("# nicks\nzoë\n\n  alice \n", encoding="utf-8")
+    assert read_jsonl(tmp_path).names == {"zoë", "alice"}
     assert ws.report is not None
     assert (ws.report.layout, ws.report.loaded, ws.report.skipped) == ("jsonl", 5, {"blank_line": 1,
                                                                                     "empty_text": 1})
@@ -70,6 +72,7 @@ def test_skip_bad_files_skips_the_whole_file_and_lists_it(tmp_path: Path) -> Non
     _jsonl(tmp_path / "good.jsonl", [{"ts": 1, "user": "alice", "channel": "c", "text": "hello bob"},
                                      {"ts": 2, "user": "bob", "channel": "c", "text": "   "}])
     bad = _jsonl(tmp_path / "bad.jsonl", [{"ts": 3, "user": "carol", "channel": "c", "text": "lost"}, "oops"])
+    (tmp_path / "roster.txt").write_text("bob\n", encoding="utf-8")
     ws = load_workspace(tmp_path, skip_bad_files=True)
     assert ws.texts == ["hello <name>"]
     assert ws.report is not None

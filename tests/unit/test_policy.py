@@ -32,6 +32,8 @@ def test_missing_policy_means_no_consent_with_logged_reason(tmp_path: Path, capl
     ("consent = true\ndelta = 1.5", "field 'delta' must be a number in (0, 1), got 1.5"),
     ('consent = true\nprivacy_unit = "person"', "field 'privacy_unit' must be one of ['message', 'member']"),
     ("consent = true\nnoise_multiplier = -1", "field 'noise_multiplier' must be a number >= 0"),
+    ("consent = true\nheld_out_fraction = 1.0", "field 'held_out_fraction' must be a number in (0, 1), got 1.0"),
+    ("consent = true\nheld_out_fraction = 0", "field 'held_out_fraction' must be a number in (0, 1), got 0"),
     ('consent = true\nexpires = "soon"', "field 'expires' must be a TOML date or date-time"),
     ('consent = true\nscope = "all"', "field 'scope' must be a table"),
     ('consent = true\n[scope]\ntasks = []', "field 'scope.tasks' must be a non-empty list of names"),
@@ -73,7 +75,7 @@ def test_expiry_and_scope_turn_consent_off(tmp_path: Path) -> None:
 
 def test_rendered_policy_reads_back_identically() -> None:
     policy = Policy(consent=True, max_epsilon=3.5, delta=1e-6, privacy_unit="member", max_messages_per_member=4,
-                    noise_multiplier=1.2, max_grad_norm=0.5,
+                    noise_multiplier=1.2, held_out_fraction=0.35, max_grad_norm=0.5,
                     expires=dt.datetime(2027, 1, 1, 12, tzinfo=dt.timezone.utc),
                     scope=Scope(tasks=("nextchar",), federations=("acme", "beta")))
     from federated.privacy.policy import parse_policy

@@ -48,6 +48,7 @@ valid_policies = st.builds(
     privacy_unit=st.sampled_from(PRIVACY_UNITS),
     max_messages_per_member=st.integers(1, 64),
     noise_multiplier=st.floats(0, 10),
+    held_out_fraction=st.floats(0.01, 0.99),
     max_grad_norm=st.one_of(st.none(), st.floats(0.01, 10)),
     expires=st.one_of(st.none(), st.datetimes(dt.datetime(2000, 1, 1), dt.datetime(2100, 1, 1),
                                               timezones=st.just(dt.timezone.utc))),
@@ -62,7 +63,7 @@ def test_rendered_policies_read_back_identically(policy: Policy) -> None:
     assert parse_policy(tomllib.loads(render_policy(policy)), "p.toml") == policy
 
 
-rounds = st.lists(st.tuples(st.floats(0.5, 5.0), st.integers(1, 400), st.integers(1, 64), st.integers(1, 40)),
+rounds = st.lists(st.tuples(st.floats(0.5, 5.0), st.floats(0.001, 1.0), st.integers(1, 64), st.integers(1, 40)),
                   min_size=1, max_size=6)
 
 
@@ -72,16 +73,17 @@ def test_ledger_epsilon_never_decreases_and_budget_is_never_exceeded(plans, budg
     policy = Policy(consent=True, max_epsilon=budget, noise_multiplier=floor)
     with tempfile.TemporaryDirectory() as tmp, Ledger(Path(tmp) / "ledger.sqlite") as ledger:
         previous = 0.0
-        for server_round, (noise, samples, batch, steps) in enumerate(plans, start=1):
-            requested = DPSGDSettings(noise_multiplier=noise, max_grad_norm=1.0, expected_batch_size=batch,
-                                      local_steps=steps, lr=0.1)
+        for server_round, (noise, rate, batch, steps) in enumerate(plans, start=1):
+            requested = DPSGDSettings(noise_multiplier=noise, max_grad_norm=1.0, sample_rate=rate,
+                                      expected_batch_size=batch, local_steps=steps, lr=0.1)
             try:
-                plan = plan_round(requested, policy, ledger, samples)
+                plan = plan_round(requested, policy, ledger)
             except BudgetError:
                 continue
             assert plan.settings.noise_multiplier >= max(noise, floor)
-            release = ledger.record("run", server_round, plan.settings.noise_multiplier, plan.sample_rate,
-                                    plan.settings.local_steps, policy.delta)
+            release = ledger.record("run", server_round, plan.settings.noise_multiplier, plan.settings.sample_rate,
+                                    plan.settings.local_steps, policy.delta, max_epsilon=policy.max_epsilon,
+                                    privacy_unit="message", group_size=1, sha256="0" * 64)
             assert release.epsilon_total >= previous
             assert release.epsilon_total == plan.projected
             previous = release.epsilon_total

@@ -1,8 +1,10 @@
 """Hostile or broken replies are dropped and logged; the aggregate is that of the honest replies alone."""
 
+import math
+
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from server.run_record import RunRecord
@@ -13,8 +15,8 @@ GLOBAL = ArrayRecord({"w": ArrayRecord([np.zeros((2, 3), dtype=np.float32)])["0"
 
 
 def metrics(**extra) -> MetricRecord:
-    values = {"num-examples": 10, "train-loss": 1.0, "epsilon": 1.0, "delta": 1e-5, "steps": 3,
-              "sample-rate": 0.1, "noise-multiplier": 1.0}
+    values = {"epsilon": 1.0, "delta": 1e-5, "steps": 3, "sample-rate": 0.1, "noise-multiplier": 1.0,
+              "max-grad-norm": 1.0, "private": 1}
     values.update(extra)
     return MetricRecord(values)
 
@@ -36,9 +38,17 @@ HOSTILE = {
     15: ({"arrays": arrays(5.0, shape=(2000, 3000)), "metrics": metrics()}, "expected float32[2, 3]"),
     16: ({"arrays": arrays(5.0), "metrics": metrics(), "extra": ConfigRecord({"x": 1})}, "unexpected records"),
     17: ({"arrays": arrays(5.0, key="v"), "metrics": metrics()}, "array keys differ"),
-    18: ({"arrays": arrays(5.0), "metrics": metrics(**{"text-length": 3})}, "unexpected metrics"),
-    19: ({"arrays": arrays(5.0), "metrics": metrics(**{"train-loss": float("nan")})}, "'train-loss' is not finite"),
-    20: ({"arrays": arrays(5.0), "metrics": metrics(**{"num-examples": 0})}, "num-examples"),
+    18: ({"arrays": arrays(5.0), "metrics": metrics(**{"text-length": 3})}, "expected exactly"),
+    19: ({"arrays": arrays(5.0), "metrics": metrics(**{"epsilon": float("nan")})}, "'epsilon' is out of range"),
+    20: ({"arrays": arrays(5.0), "metrics": metrics(**{"num-examples": 10**15})}, "expected exactly"),
+    21: ({"arrays": arrays(5.0), "metrics": metrics(**{"epsilon": -math.inf})}, "'epsilon' is out of range"),
+    22: ({"arrays": arrays(5.0), "metrics": metrics(**{"sample-rate": 1e300})}, "'sample-rate' is out of range"),
+    23: ({"arrays": arrays(5.0), "metrics": metrics(**{"private": 0.5})}, "'private' must be an integer"),
+    24: ({"arrays": ArrayRecord({"w": Array(dtype="float32", shape=(2, 3), stype="numpy.ndarray",
+                                            data=Array(np.array(1000.0, dtype=np.float32)).data)}), "metrics": metrics()},
+         "holds float32[]"),
+    25: ({"arrays": ArrayRecord({"w": Array(dtype="float32", shape=(2, 3), stype="numpy.ndarray",
+                                            data=b"garbage bytes")}), "metrics": metrics()}, "does not deserialize"),
 }
 
 
@@ -46,11 +56,11 @@ def test_hostile_train_replies_are_dropped_and_do_not_change_the_aggregate() -> 
     record = RunRecord(config={})
     strategy = ConsentAwareFedAvg(record, ConfigRecord())
     strategy._sent[1] = GLOBAL
-    honest = [reply(1, {"arrays": arrays(1.0), "metrics": metrics(**{"num-examples": 30})}),
-              reply(2, {"arrays": arrays(3.0), "metrics": metrics(**{"num-examples": 10})})]
+    honest = [reply(1, {"arrays": arrays(1.0), "metrics": metrics()}),
+              reply(2, {"arrays": arrays(3.0), "metrics": metrics()})]
     hostile = [reply(node, content) for node, (content, _) in HOSTILE.items()]
     aggregated, _ = strategy.aggregate_train(1, hostile[:5] + honest + hostile[5:])
-    np.testing.assert_allclose(aggregated["w"].numpy(), np.full((2, 3), 1.5))  # (30*1 + 10*3) / 40
+    np.testing.assert_allclose(aggregated["w"].numpy(), np.full((2, 3), 2.0))  # equal weights
     assert sorted(record.round(1).trained) == [1, 2]
     for node, (_, fragment) in HOSTILE.items():
         assert fragment in record.round(1).dropped[node]
@@ -63,14 +73,29 @@ def test_a_round_with_only_hostile_replies_aggregates_nothing() -> None:
 
 
 @pytest.mark.parametrize("content, fragment", [
-    ({"metrics": MetricRecord({"num-examples": 5, "eval-loss": 1.0, "eval-accuracy": float("inf")})}, "not finite"),
-    ({"metrics": MetricRecord({"num-examples": 5, "secret": 1.0})}, "unexpected metrics"),
-    ({"metrics": MetricRecord({"num-examples": 5}), "arrays": arrays(1.0)}, "unexpected records"),
+    ({"metrics": MetricRecord({"eval-accuracy": 1e300})}, "expected exactly"),
+    ({"metrics": MetricRecord({"secret": 1.0})}, "expected exactly"),
+    ({"metrics": MetricRecord({}), "arrays": arrays(1.0)}, "unexpected records"),
 ])
 def test_hostile_evaluate_replies_are_dropped(content: dict, fragment: str) -> None:
     record = RunRecord(config={})
     strategy = ConsentAwareFedAvg(record, ConfigRecord())
-    good = reply(1, {"metrics": MetricRecord({"num-examples": 5, "eval-loss": 2.0, "eval-accuracy": 0.5})})
-    result = strategy.aggregate_evaluate(3, [good, reply(9, content)])
-    assert result["eval-accuracy"] == 0.5
+    good = reply(1, {"metrics": MetricRecord({})})
+    assert strategy.aggregate_evaluate(3, [good, reply(9, content)]) is None
+    assert list(record.round(3).evaluated) == [1]
     assert fragment in record.round(3).dropped[9]
+
+
+def test_a_node_cannot_move_the_aggregate_by_more_than_its_equal_share() -> None:
+    """The attack: a node claiming 10**15 examples used to move FedAvg to its own model. Replies carry no counts
+    now; whatever a node sends, it moves the average of k updates by exactly 1/k of its own."""
+    strategy = ConsentAwareFedAvg(RunRecord(config={}), ConfigRecord())
+    strategy._sent[1] = GLOBAL
+    honest = [reply(n, {"arrays": arrays(0.0), "metrics": metrics()}) for n in (1, 2, 3)]
+    liar = reply(4, {"arrays": arrays(0.5), "metrics": metrics(**{"num-examples": 10**15})})
+    liar_without_count = reply(4, {"arrays": arrays(0.5), "metrics": metrics()})
+    dropped, _ = strategy.aggregate_train(1, honest + [liar])
+    np.testing.assert_allclose(dropped["w"].numpy(), 0.0)
+    strategy._sent[1] = GLOBAL
+    aggregated, _ = strategy.aggregate_train(1, honest + [liar_without_count])
+    np.testing.assert_allclose(aggregated["w"].numpy(), 0.5 / 4)

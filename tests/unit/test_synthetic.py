@@ -249,10 +249,10 @@ def test_index_out_of_range() -> None:
 
 def test_split_is_deterministic_and_order_independent() -> None:
     messages = list(generate_workspace(0, SyntheticSpec(num_workspaces=1, seed=1)).messages)
-    train, held = split_messages(messages, 0.2, seed=5)
-    again = split_messages(list(reversed(messages)), 0.2, seed=5)
+    train, held = split_messages(messages, 0.2, b"k" * 32)
+    again = split_messages(list(reversed(messages)), 0.2, b"k" * 32)
     assert (train, held) == again
-    assert split_messages(messages, 0.2, seed=6) != (train, held)
+    assert split_messages(messages, 0.2, b"K" * 32) != (train, held)
     assert sorted(train + held, key=ChatMessage.sort_key) == sorted(messages, key=ChatMessage.sort_key)
     assert not set(train) & set(held)
 
@@ -260,11 +260,16 @@ def test_split_is_deterministic_and_order_independent() -> None:
 @pytest.mark.parametrize("fraction", [0.1, 0.3, 0.5])
 def test_split_fraction_is_close(fraction: float) -> None:
     messages = [ChatMessage(f"{1767571200 + i}.000000", "U0AAAAAA", "general", f"message {i}") for i in range(4000)]
-    _, held = split_messages(messages, fraction, seed=0)
+    _, held = split_messages(messages, fraction, bytes(32))
     assert abs(len(held) / len(messages) - fraction) < 0.03
 
 
 @pytest.mark.parametrize("fraction", [0, 1, 0.0, 1.0, -0.1, 1.5, float("nan"), True])
 def test_split_rejects_bad_fraction(fraction: float) -> None:
-    with pytest.raises(ValueError, match="test_fraction"):
-        split_messages([], fraction, seed=0)
+    with pytest.raises(ValueError, match="held_out_fraction"):
+        split_messages([], fraction, bytes(32))
+
+
+def test_split_needs_a_secret() -> None:
+    with pytest.raises(ValueError, match="secret"):
+        split_messages([], 0.2, b"short")

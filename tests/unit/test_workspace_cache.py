@@ -15,8 +15,9 @@ from clients.workspace_node import DATA_FOLDER, WorkspaceNode
 from federated.config import RunConfig
 from federated.data import load_workspace, split_messages
 from federated.errors import DataError
+from federated.privacy.policy import Policy
 
-FRACTION, SEED = 0.25, 1
+FRACTION, SECRET = 0.25, bytes(range(32))
 
 
 def _records(prefix: str, count: int) -> list[dict[str, object]]:
@@ -40,11 +41,11 @@ def _texts(split: tuple[list, list]) -> set[str]:
 
 
 def _uncached(data: Path) -> tuple[list, list]:
-    return split_messages(list(load_workspace(data, name=data.parent.name).messages), FRACTION, SEED)
+    return split_messages(list(load_workspace(data, name=data.parent.name).messages), FRACTION, SECRET)
 
 
 def _load(cache: WorkspaceCache, data: Path) -> tuple[list, list]:
-    return cache.load_split(data, data.parent.name, FRACTION, SEED)
+    return cache.load_split(data, data.parent.name, SECRET, FRACTION)
 
 
 def _same_objects(a: tuple[list, list], b: tuple[list, list]) -> bool:
@@ -136,6 +137,8 @@ def test_irc_log_files_outside_the_data_folder_are_watched(tmp_path: Path) -> No
     (data / "source.toml").write_text(f'format = "irc"\nroot = "{log.parent}"\nchannel = "chat"\n\n'
                                       '[[files]]\npath = "log.txt"\ndate = 2020-02-03\n', encoding="utf-8")
     cache = WorkspaceCache(settle_seconds=0)
+    assert _texts(_load(cache, data)) == {"hello bob", "hi alice"}
+    (data / "roster.txt").write_text("alice\nbob\n", encoding="utf-8")  # a new roster is seen too
     assert _texts(_load(cache, data)) == {"hello <name>", "hi <name>"}
     with log.open("a", encoding="utf-8") as f:
         f.write("[10:02] <carol> good morning\n")
@@ -155,8 +158,8 @@ def test_unreadable_data_raises_the_loaders_error(tmp_path: Path) -> None:
 
 def test_the_node_reads_its_workspace_through_the_process_cache(tmp_path: Path) -> None:
     data = _workspace(tmp_path, "team")
-    node, config = WorkspaceNode(data.parent), RunConfig(test_fraction=FRACTION, seed=SEED)
-    first, again = node.held_out_texts(config), node.held_out_texts(config)
+    node, config, policy = WorkspaceNode(data.parent), RunConfig(), Policy(held_out_fraction=FRACTION)
+    first, again = node.held_out_texts(config, policy), node.held_out_texts(config, policy)
     assert first and all(x is y for x, y in zip(first, again, strict=True))
     _write(data / "a.jsonl", _records("changed", 40))
-    assert all(text.startswith("changed") for text in node.held_out_texts(config))
+    assert all(text.startswith("changed") for text in node.held_out_texts(config, policy))
