@@ -229,13 +229,31 @@ def audit_show(path: Path = typer.Argument(..., help="An audit log, or a folder 
         console.print(f"  {kind}: {reason} x{n}", highlight=False)
     releases = [e for e in entries if e.get("kind") == "release"]
     if releases:
-        table = Table(title="What left the workspace (one row per release: the noised model, nothing else)")
-        for column in ("run", "round", "bytes", "update L2 norm", "sha256", "lifetime ε"):
+        table = Table(title="What left the workspace, one row per release: the noised model, and the settings "
+                            "(steps, q, z, C) with the lifetime ε they account to")
+        for column in ("run", "round", "bytes", "update L2 norm", "sha256", "steps", "q", "z", "C", "lifetime ε",
+                       "private"):
             table.add_column(column, no_wrap=True)
         for e in releases:
             table.add_row(str(e["run_id"]), str(e["round"]), str(e["bytes"]), f"{e['l2_norm']:.4f}",
-                          e["sha256"][:16] + "…", f"{e['epsilon_total']:.3f}")
+                          e["sha256"][:16] + "…", str(e.get("steps", "")), _number(e.get("sample_rate")),
+                          _number(e.get("noise_multiplier")), _number(e.get("max_grad_norm")),
+                          f"{e['epsilon_total']:.3f}", "no (repeatable seed)" if e.get("private") is False else "yes")
         console.print(table)
+    kept = [e for e in entries if e.get("kind") in ("release", "evaluation") and isinstance(e.get("kept_local"), dict)]
+    if kept:
+        table = Table(title="Kept here, never sent: training loss and held-out evaluation")
+        for column in ("run", "round", "kind", "train loss", "held-out loss", "held-out accuracy", "held out"):
+            table.add_column(column, no_wrap=True)
+        for e in kept:
+            local = e["kept_local"]
+            table.add_row(str(e["run_id"]), str(e["round"]), e["kind"], _number(local.get("train_loss")),
+                          _number(local.get("loss")), _number(local.get("accuracy")), str(local.get("held_out", "")))
+        console.print(table)
+
+
+def _number(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "-"
 
 
 @audit_app.command("bound")

@@ -2,14 +2,16 @@
 
 from pathlib import Path
 
+from flwr.app import ArrayRecord, RecordDict
 from typer.testing import CliRunner
 
 from experiments.cli import app
 from experiments.federation import make_synthetic_federation
 from federated.data import SyntheticSpec
 from federated.privacy.policy import read_policy
+from federated.tasks import get_task
 from tests.conftest import SMALL_CONFIG
-from tests.node_calls import send_query, send_train
+from tests.node_calls import send, send_query, send_train
 
 runner = CliRunner()
 
@@ -56,8 +58,12 @@ def test_ledger_and_audit_commands(tmp_path: Path) -> None:
     shown = invoke("ledger", "show", "-w", str(folder))
     assert shown.exit_code == 0 and "spent ε =" in shown.output and "remaining" in shown.output
     assert invoke("audit", "verify", str(folder)).exit_code == 0
+    arrays = RecordDict({"arrays": ArrayRecord(get_task(SMALL_CONFIG.task, SMALL_CONFIG.seq_len).build_model(0)
+                                               .state_dict())})
+    assert not send(folder, "evaluate", SMALL_CONFIG, arrays, group_id="2").has_error()
     summary = invoke("audit", "show", str(folder))
-    assert "release 2" in summary.output and "consent 1" in summary.output
+    assert "release 2" in summary.output and "consent 1" in summary.output and "evaluation 1" in summary.output
+    assert "Kept here, never sent" in summary.output
     log = folder / "audit.jsonl"
     log.write_text(log.read_text().replace('"round": 1', '"round": 5', 1))
     tampered = invoke("audit", "verify", str(folder))
