@@ -114,6 +114,28 @@ def train_dp_sgd(task: Task, model: nn.Module, data: TensorDataset, settings: DP
     """
     if not 0 < settings.sample_rate <= 1:
         raise ValueError(f"sample_rate: expected a value in (0, 1], got {settings.sample_rate}")
+    private_model, optimizer = make_private(model, settings, generator)
+    inputs_all, targets_all = data.tensors
+    losses: list[float] = []
+    dropped = 0
+    for _ in range(settings.local_steps):
+        chosen = (torch.rand(len(inputs_all), generator=generator) < settings.sample_rate).nonzero().squeeze(1)
+        loss, zeroed = dp_step(task, private_model, optimizer, inputs_all[chosen], targets_all[chosen])
+        if loss is not None and math.isfinite(loss):
+            losses.append(loss)
+        dropped += zeroed
+    if dropped:
+        log.warning("zeroed %d non-finite per-sample gradient(s): the model sent is likely hostile", dropped)
+    state = {k: v.detach().clone() for k, v in private_model._module.state_dict().items()}
+    return DPSGDOutcome(state_dict=state, steps=settings.local_steps, sample_rate=settings.sample_rate,
+                        mean_loss=sum(losses) / len(losses) if losses else None, dropped_samples=dropped)
+
+
+def make_private(model: nn.Module, settings: DPSGDSettings,
+                 generator: torch.Generator) -> tuple[nn.Module, DPOptimizer]:
+    """``model`` wrapped for per-sample gradients and its DP optimizer (SGD with momentum 0.9; flat clipping to
+    ``max_grad_norm``; secure-mode Gaussian noise of std ``noise_multiplier * max_grad_norm`` from ``generator``;
+    the sum divided by ``expected_batch_size``)."""
     model.train()
     mode = grad_sample_mode(model)
     private_model = prepare_module(model, grad_sample_mode=mode, batch_first=True, loss_reduction="mean")
@@ -127,27 +149,25 @@ def train_dp_sgd(task: Task, model: nn.Module, data: TensorDataset, settings: DP
         generator=generator,
         secure_mode=True,
     )
-    inputs_all, targets_all = data.tensors
-    losses: list[float] = []
-    dropped = 0
-    for _ in range(settings.local_steps):
-        optimizer.zero_grad(set_to_none=True)
-        chosen = (torch.rand(len(inputs_all), generator=generator) < settings.sample_rate).nonzero().squeeze(1)
-        if len(chosen):
-            loss = task.loss(private_model(inputs_all[chosen]), targets_all[chosen])
-            loss.backward()
-            if math.isfinite(loss.item()):
-                losses.append(loss.item())
-            dropped += zero_non_finite_samples(optimizer)
-        else:
-            for param in optimizer.params:
-                param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
-        optimizer.step()
-    if dropped:
-        log.warning("zeroed %d non-finite per-sample gradient(s): the model sent is likely hostile", dropped)
-    state = {k: v.detach().clone() for k, v in private_model._module.state_dict().items()}
-    return DPSGDOutcome(state_dict=state, steps=settings.local_steps, sample_rate=settings.sample_rate,
-                        mean_loss=sum(losses) / len(losses) if losses else None, dropped_samples=dropped)
+    return private_model, optimizer
+
+
+def dp_step(task: Task, private_model: nn.Module, optimizer: DPOptimizer, inputs: torch.Tensor,
+            targets: torch.Tensor) -> tuple[float | None, int]:
+    """One DP-SGD step on one (Poisson) batch, which may be empty; returns the batch's loss (None when empty,
+    node-local) and how many non-finite per-sample gradients were zeroed."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, zeroed = None, 0
+    if len(inputs):
+        value = task.loss(private_model(inputs), targets)
+        value.backward()
+        loss = value.item()
+        zeroed = zero_non_finite_samples(optimizer)
+    else:
+        for param in optimizer.params:
+            param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
+    optimizer.step()
+    return loss, zeroed
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ Guarantee: for a planned mechanism of ``steps`` Gaussian steps at sampling rate 
 (``federated.privacy.accounting``) is at most ``target_epsilon`` and, unless the search hit its
 bounds, at least ``target_epsilon - tolerance``. The search is Opacus'
 ``opacus.accountants.utils.get_noise_multiplier`` (z doubling from 20 up to at most ``MAX_SIGMA`` =
-1e6, then bisection on ``z``), run on :func:`federated.privacy.accounting.epsilon` so that its edge
+1e6, then bisection on ``z``; see ``_search`` for where it stops early), run on :func:`federated.privacy.accounting.epsilon` so that its edge
 rules apply; a z whose ε the PRV accountant cannot compute (its grid would be too large, e.g. for
 very little noise) counts as "not private enough" during the search. The returned
 :class:`Calibration` carries the ε recomputed for ``z``, so a caller never has to trust the search.
@@ -88,12 +88,21 @@ def check_mechanism(delta: float, sample_rate: float, steps: int, accountant: st
 
 
 def _search(target: float, delta: float, rate: float, steps: int, accountant: str, tolerance: float) -> float:
-    """``get_noise_multiplier``'s search (Opacus 1.6) on :func:`epsilon`; ``PrivacyError`` if the target is out of reach."""
+    """``get_noise_multiplier``'s search (Opacus 1.6) on :func:`epsilon`; ``PrivacyError`` if the target is out of reach.
+
+    A z whose ε the PRV accountant cannot compute (its grid would exceed ``MAX_PRV_GRID`` points) counts as not
+    private enough; once one was met, the bisection stops when z is resolved to 1e-3 (relative) rather than at the
+    tolerance in ε, which may then be out of reach (PRV evaluations near the grid limit take seconds each). Otherwise
+    it also stops when z is resolved to 1e-12, where Opacus' loop could spin forever. Either way ε(z) ≤ target.
+    """
+    uncomputable = False
 
     def spent(z: float) -> float:
+        nonlocal uncomputable
         try:
             return epsilon([(z, rate, steps)], delta, accountant)
-        except PrivacyError:  # PRV cannot compute this z (grid too large): not certified, so not private enough
+        except PrivacyError:  # PRV cannot compute this z: not certified, so not private enough
+            uncomputable = True
             return math.inf
 
     low, high, eps_high = 0.0, 10.0, math.inf
@@ -102,31 +111,49 @@ def _search(target: float, delta: float, rate: float, steps: int, accountant: st
         eps_high = spent(high)
         if high > MAX_SIGMA:
             raise _unreachable(target, delta, rate, steps, accountant, tolerance)
-    while target - eps_high > tolerance:
+    while target - eps_high > tolerance and high - low > (1e-3 if uncomputable else 1e-12) * high:
         mid = (low + high) / 2
         eps = spent(mid)
         if eps < target:
             high, eps_high = mid, eps
         else:
             low = mid
+    if target - eps_high > tolerance:
+        log.debug("calibration stopped %.4g below the target ε %g (%s accountant%s): z = %.6g", target - eps_high,
+                    target, accountant, ", whose grid limit was reached" if uncomputable else "", high)
     return high
 
 
 def _unreachable(target: float, delta: float, rate: float, steps: int, accountant: str,
                  tolerance: float) -> PrivacyError:
     """Why ``accountant`` cannot certify ``target``: its smallest ε at this δ and, for RDP, what PRV gives."""
-    what = f"{steps} step(s) at sampling rate {rate:g}"
-    floor = epsilon([(MAX_NOISE, rate, steps)], delta, accountant)  # ε does not fall with z beyond this
+    head = (f"target epsilon {target:g} at delta {delta:g} cannot be certified by the {accountant} accountant for "
+            f"{steps} step(s) at sampling rate {rate:g}")
+    floor, reason = _floor(delta, rate, steps, accountant)
     if accountant == "prv":
-        return PrivacyError(f"target epsilon {target:g} at delta {delta:g} cannot be certified by the prv accountant "
-                            f"for {what}: even with noise multiplier {MAX_NOISE:g} it gives epsilon {floor:.4g} "
-                            f"(it adds its error margin of 0.01 to every epsilon); choose a larger target or delta")
+        return PrivacyError(f"{head}: {reason}; choose a larger target or delta")
+    prv_floor, prv_reason = _floor(delta, rate, steps, "prv")
+    if prv_floor < target:
+        try:
+            prv = calibrate(target, delta, rate, steps, "prv", tolerance)
+            alternative = (f"the prv accountant (--accountant prv) reaches it with noise multiplier "
+                           f"{prv.noise_multiplier:.4g} (epsilon {prv.epsilon:.4g})")
+        except PrivacyError as exc:
+            alternative = f"the prv accountant (--accountant prv) cannot either: {exc}"
+    else:
+        alternative = f"the prv accountant (--accountant prv) cannot either: {prv_reason}"
+    return PrivacyError(f"{head}: {reason}; {alternative}")
+
+
+def _floor(delta: float, rate: float, steps: int, accountant: str) -> tuple[float, str]:
+    """The smallest ε ``accountant`` certifies here (at the largest noise, ε does not fall with z) and why, in words."""
     try:
-        prv = calibrate(target, delta, rate, steps, "prv", tolerance)
-        alternative = (f"the prv accountant (--accountant prv) reaches it with noise multiplier "
-                       f"{prv.noise_multiplier:.4g} (epsilon {prv.epsilon:.4g})")
-    except PrivacyError as exc:
-        alternative = f"the prv accountant cannot either ({exc})"
-    return PrivacyError(f"target epsilon {target:g} at delta {delta:g} cannot be certified by the rdp accountant for "
-                        f"{what}: with Opacus' default orders (alpha <= 63) its conversion to (epsilon, delta) "
-                        f"gives at least {floor:.4g} at this delta however much noise is added; {alternative}")
+        floor = epsilon([(MAX_NOISE, rate, steps)], delta, accountant)
+    except PrivacyError as exc:  # only PRV: it cannot compute any z here (e.g. delta below what its grid resolves)
+        detail = str(exc).split("; use ")[0]  # its advice to use the other accountant is the caller's to give
+        return math.inf, f"it cannot compute epsilon for any noise multiplier up to {MAX_NOISE:g} ({detail})"
+    if accountant == "prv":
+        return floor, (f"it gives at least {floor:.4g} however much noise is added (it adds its error margin of "
+                       f"0.01 to every epsilon)")
+    return floor, (f"with Opacus' default orders (alpha <= 63) its conversion from Renyi DP gives at least "
+                   f"{floor:.4g} at this delta however much noise is added")

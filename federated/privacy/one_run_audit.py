@@ -8,6 +8,12 @@ one canary, the number of correct guesses is dominated by Binomial(r, e^ε / (1 
 additive term that grows with δ and m. ``p_value`` is the paper's bound on P[≥ v correct];
 ``epsilon_lower_bound`` is the largest ε the observation rejects at the given confidence.
 
+What the bound means: it is a statistical test, not a certainty. If training really was (ε, δ)-DP,
+the bound exceeds ε with probability at most ``1 - confidence`` (5 % at the default 95 %), i.e. up to
+1 in 20 audited cells even with correct accounting. A bound above the claimed ε is therefore a bug
+in the mechanism or its accounting, or that chance; rerunning with fresh coins (another seed) tells
+them apart, and with many cells about ``(1 - confidence) × cells`` such flags are expected by chance.
+
 Assumptions: canaries were included by independent fair coins (Poisson with rate 1/2) and the
 guesses were fixed before looking at which canaries were included.
 """

@@ -13,6 +13,7 @@ from experiments.irc_experiment import IrcExperiment, print_comparison, run_irc_
 from federated.config import RunConfig
 from federated.data import MANIFEST_FILE, irc_corpus_dir, resolve_data_root
 from federated.data.paths import IRC_CORPUS
+from federated.data.roster import ROSTER_FILE
 
 
 @pytest.mark.slow
@@ -44,6 +45,6 @@ def test_federated_irc_run_beats_the_initial_model_and_copies_no_text(tmp_path: 
     assert all(not m for r in federated["rounds"] for m in r["evaluated"].values())
     assert set(federated["node_local"]["workspaces"]) == {"linux", "rust"}
     for data in run_dir.rglob("data"):
-        assert [p.name for p in data.iterdir()] == [MANIFEST_FILE]
+        assert sorted(p.name for p in data.iterdir()) == sorted([MANIFEST_FILE, ROSTER_FILE])  # no log text
     print_comparison(comparison, Console(file=out, width=120))
     assert "weighted mean" in out.getvalue()

@@ -67,5 +67,5 @@ def test_bad_mechanisms_are_privacy_errors_naming_the_parameter(args: tuple, fra
 def test_unknown_accountant_and_unreachable_target_are_privacy_errors() -> None:
     with pytest.raises(PrivacyError, match="unknown accountant 'gdp'"):
         calibrate(1.0, 1e-5, 0.1, 10, "gdp")
-    with pytest.raises(PrivacyError, match="cannot be reached"):
+    with pytest.raises(PrivacyError, match="cannot be certified by the rdp accountant"):
         calibrate(1e-9, 1e-5, 1.0, 10)
