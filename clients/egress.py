@@ -9,7 +9,8 @@ Registered on Optin's ClientApp (``ClientApp(mods=[egress_check])``), it wraps e
 - ``train``: an ArrayRecord ``"arrays"`` with exactly the keys, shapes, dtypes and serialization types
   of the model the server sent, every array in Flower's canonical serialization (no bytes beyond the
   numbers), and a MetricRecord ``"metrics"`` whose keys are among ``federated.protocol.TRAIN_METRICS``;
-- ``evaluate``: a MetricRecord ``"metrics"`` whose keys are among ``federated.protocol.EVAL_METRICS``;
+- ``evaluate``: a MetricRecord ``"metrics"`` whose keys are among ``federated.protocol.EVAL_METRICS``
+  (none: the node keeps its evaluation, so the record is empty);
 - metric values are numeric scalars (int or float, not bool, not lists);
 - an error reply only with code ``REFUSED_CODE`` and a reason ``"refused: <reason code>"``;
 - the reply's message type and group id equal the request's (they are free-text fields too).

@@ -282,7 +282,7 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
 
 
 def audit_failures(cells: list[dict[str, Any]]) -> list[str]:
-    """Ids of the cells whose empirical ε lower bound exceeds their claimed ε (a bug, or a 1 − confidence chance)."""
+    """Cells whose empirical ε lower bound exceeds their claimed ε (a bug, or a 1 − confidence chance)."""
     return [c["cell"]["id"] for c in cells if c.get("audit") and c["audit"]["violation"]]
 
 

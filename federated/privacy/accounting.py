@@ -191,7 +191,8 @@ def _prv_epsilon(history: Sequence[Step], delta: float) -> float:
     hint = "use the rdp accountant (--accountant rdp), which handles every valid input"
     if delta / 1000 == 0:  # Opacus divides by delta_error = delta / 1000
         raise PrivacyError(f"prv accountant: delta {delta:g} is too small for it (delta / 1000 underflows to 0; it "
-                           f"resolves delta only above about 1e-14 for typical histories); use a larger delta or {hint}")
+                           f"resolves delta only above about 1e-14 for typical histories); use a larger delta or "
+                           f"{hint}")
     domain = _prv_domain(history, delta)
     if domain is None:
         raise PrivacyError(f"prv accountant: {mechanism} at delta {delta:g} needs a discretization grid of more than "

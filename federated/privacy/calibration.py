@@ -5,9 +5,10 @@ Guarantee: for a planned mechanism of ``steps`` Gaussian steps at sampling rate 
 (``federated.privacy.accounting``) is at most ``target_epsilon`` and, unless the search hit its
 bounds, at least ``target_epsilon - tolerance``. The search is Opacus'
 ``opacus.accountants.utils.get_noise_multiplier`` (z doubling from 20 up to at most ``MAX_SIGMA`` =
-1e6, then bisection on ``z``; see ``_search`` for where it stops early), run on :func:`federated.privacy.accounting.epsilon` so that its edge
-rules apply; a z whose ε the PRV accountant cannot compute (its grid would be too large, e.g. for
-very little noise) counts as "not private enough" during the search. The returned
+1e6, then bisection on ``z``; see ``_search`` for where it stops early), run on
+:func:`federated.privacy.accounting.epsilon` so that its edge rules apply; a z whose ε the PRV
+accountant cannot compute (its grid would be too large, e.g. for very little noise) counts as "not
+private enough" during the search. The returned
 :class:`Calibration` carries the ε recomputed for ``z``, so a caller never has to trust the search.
 
 A target can be out of reach of one accountant however much noise is added: RDP's conversion over
@@ -88,7 +89,7 @@ def check_mechanism(delta: float, sample_rate: float, steps: int, accountant: st
 
 
 def _search(target: float, delta: float, rate: float, steps: int, accountant: str, tolerance: float) -> float:
-    """``get_noise_multiplier``'s search (Opacus 1.6) on :func:`epsilon`; ``PrivacyError`` if the target is out of reach.
+    """Opacus 1.6's ``get_noise_multiplier`` search on :func:`epsilon`; ``PrivacyError`` if the target is out of reach.
 
     A z whose ε the PRV accountant cannot compute (its grid would exceed ``MAX_PRV_GRID`` points) counts as not
     private enough; once one was met, the bisection stops when z is resolved to 1e-3 (relative) rather than at the
@@ -146,7 +147,7 @@ def _unreachable(target: float, delta: float, rate: float, steps: int, accountan
 
 
 def _floor(delta: float, rate: float, steps: int, accountant: str) -> tuple[float, str]:
-    """The smallest ε ``accountant`` certifies here (at the largest noise, ε does not fall with z) and why, in words."""
+    """The smallest ε ``accountant`` certifies here (at the largest noise: ε does not fall with z) and why."""
     try:
         floor = epsilon([(MAX_NOISE, rate, steps)], delta, accountant)
     except PrivacyError as exc:  # only PRV: it cannot compute any z here (e.g. delta below what its grid resolves)

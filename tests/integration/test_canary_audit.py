@@ -126,7 +126,7 @@ def test_a_lower_bound_above_the_claim_fails_the_audit_loudly(audited: tuple[Pat
     result = CliRunner().invoke(app, ["sweep", str(config), "--results", str(tmp_path), "--resume", str(copy)])
     assert result.exit_code == AUDIT_FAILED_EXIT and "PRIVACY AUDIT FAILED" in result.output, result.output
     report = (copy / REPORT_FILE).read_text(encoding="utf-8")
-    assert report.split("\n")[2].startswith("> **PRIVACY AUDIT FAILED — this is a bug.**")
+    assert report.split("\n")[2].startswith("> **PRIVACY AUDIT FAILED — a bug, or a 5% chance")
     assert "True" in (copy / CSV_FILE).read_text(encoding="utf-8")
 
 
