@@ -29,21 +29,19 @@ check itself fails (e.g. the audit log is damaged), the reply is still refused (
 from __future__ import annotations
 
 import logging
-import re
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord
 from flwr.clientapp.typing import ClientAppCallable
 
 from clients.workspace_node import WorkspaceNode
-from federated.protocol import CONSENT_FIELDS, CONSENT_KEY, EVAL_METRICS, REFUSED_CODE, TRAIN_METRICS
+from federated.protocol import (CONSENT_FIELDS, CONSENT_KEY, EVAL_METRICS, REASON_CODE, REFUSAL_REASON, REFUSED_CODE,
+                                TRAIN_METRICS)
 
 log = logging.getLogger("optin.egress")
 
 BLOCKED_REASON = "refused: egress-blocked"
 """The error reason a refused reply is replaced with."""
 
-_CODE = re.compile(r"[a-z][a-z0-9-]{0,47}")
-_REFUSAL = re.compile(r"refused: [a-z][a-z0-9-]{0,47}")
 
 
 def egress_check(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
@@ -71,7 +69,7 @@ def violations(request: Message, reply: Message) -> list[str]:
         if getattr(reply.metadata, field) != getattr(request.metadata, field):
             found.append(f"reply {field} differs from the request's")
     if reply.has_error():
-        if reply.error.code != REFUSED_CODE or not _REFUSAL.fullmatch(str(reply.error.reason)):
+        if reply.error.code != REFUSED_CODE or not REFUSAL_REASON.fullmatch(str(reply.error.reason)):
             found.append(f"error reply that is not a refusal code (code {reply.error.code})")
         return found
     category = request.metadata.message_type.split(".")[0]
@@ -97,7 +95,7 @@ def _consent_violations(record: object) -> list[str]:
     for key, kind in CONSENT_FIELDS.items():
         if key in record and not _is_type(record[key], kind):
             found.append(f"consent field {key!r} is not a {kind.__name__}")
-    if isinstance(record.get("reason"), str) and not _CODE.fullmatch(record["reason"]):
+    if isinstance(record.get("reason"), str) and not REASON_CODE.fullmatch(record["reason"]):
         found.append("consent field 'reason' is not a reason code")
     return found
 

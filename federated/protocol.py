@@ -1,5 +1,7 @@
 """Names shared by the ServerApp and the ClientApp: record keys, the train config and error codes."""
 
+import re
+
 CONSENT_KEY = "consent"
 """Key of the ConfigRecord answering a ``query``; its fields are ``CONSENT_FIELDS``."""
 
@@ -14,6 +16,12 @@ round fits the workspace's remaining lifetime budget, and that remaining ε."""
 
 REFUSED_CODE = 1001
 """Error code of a node's refusal (no consent, or a train config it will not run)."""
+
+REASON_CODE = re.compile(r"[a-z][a-z0-9-]{0,47}")
+"""A reason code (consent answer, refusal): short and fixed, so it cannot carry text."""
+
+REFUSAL_REASON = re.compile(r"refused: [a-z][a-z0-9-]{0,47}")
+"""The error reason of a refusal: ``"refused: "`` and a reason code."""
 
 TRAIN_METRICS = ("epsilon", "delta", "steps", "sample-rate", "noise-multiplier", "max-grad-norm", "private")
 """The only metrics a ``train`` reply may carry (next to the model arrays). Each is independent of the

@@ -39,7 +39,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from federated.audit import AuditLog, fingerprint, update_norm
-from federated.protocol import CONSENT_FIELDS, CONSENT_KEY
+from federated.protocol import CONSENT_FIELDS, CONSENT_KEY, REASON_CODE, REFUSAL_REASON
 from server.reply_check import check_evaluate_reply, check_train_reply
 from server.run_record import RunRecord
 
@@ -149,7 +149,9 @@ class ConsentAwareFedAvg(FedAvg):
             replied.add(node_id)
             if reply.has_error():
                 unavailable = reply.error.code in UNAVAILABLE
-                self._skip(server_round, node_id, "no-reply" if unavailable else f"train-error: {reply.error.reason}")
+                # A node's error text is recorded only if it is a refusal code: a hostile node could send megabytes.
+                reason = reply.error.reason if REFUSAL_REASON.fullmatch(str(reply.error.reason)) else "malformed error"
+                self._skip(server_round, node_id, "no-reply" if unavailable else f"train-error: {reason}")
                 continue
             problem = check_train_reply(reply, sent)
             if problem is not None:
@@ -245,7 +247,8 @@ def _consent_reason(reply: Message | None) -> str:
         return "query-error"
     answer = reply.content.get(CONSENT_KEY)
     if not isinstance(answer, ConfigRecord) or set(answer) != set(CONSENT_FIELDS) or not all(
-            isinstance(answer[k], kind) for k, kind in CONSENT_FIELDS.items()):
+            isinstance(answer[k], kind) for k, kind in CONSENT_FIELDS.items()) or not REASON_CODE.fullmatch(
+            answer["reason"]):
         return "bad-answer"
     if answer["consent"]:
         return "consent-on" if answer["can-afford"] else "budget-exhausted"

@@ -4,11 +4,11 @@ import math
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from server.run_record import RunRecord
-from server.strategy import ConsentAwareFedAvg
+from server.strategy import ConsentAwareFedAvg, _consent_reason
 
 TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
 GLOBAL = ArrayRecord({"w": ArrayRecord([np.zeros((2, 3), dtype=np.float32)])["0"]})
@@ -99,3 +99,22 @@ def test_a_node_cannot_move_the_aggregate_by_more_than_its_equal_share() -> None
     strategy._sent[1] = GLOBAL
     aggregated, _ = strategy.aggregate_train(1, honest + [liar_without_count])
     np.testing.assert_allclose(aggregated["w"].numpy(), 0.5 / 4)
+
+
+def test_a_node_cannot_fill_the_servers_records_with_text() -> None:
+    """The attack: a 5 MB consent reason or error text became a 30 MB audit log and metrics.json. Only reason
+    codes are recorded; anything else is a bad answer or a malformed error."""
+    huge = "x" * 5_000_000
+    answer = ConfigRecord({"consent": False, "reason": huge, "can-afford": False, "remaining-epsilon": 0.0})
+    query = Message(RecordDict(), 5, "query")
+    assert _consent_reason(Message(RecordDict({"consent": answer}), reply_to=query)) == "bad-answer"
+    answer["reason"] = "consent-off"
+    assert _consent_reason(Message(RecordDict({"consent": answer}), reply_to=query)) == "consent-off"
+
+    record = RunRecord(config={})
+    strategy = ConsentAwareFedAvg(record, ConfigRecord())
+    strategy._sent[1] = GLOBAL
+    errors = [Message(Error(1001, "refused: " + huge), reply_to=Message(RecordDict(), 6, "train")),
+              Message(Error(1001, "refused: budget-exhausted"), reply_to=Message(RecordDict(), 7, "train"))]
+    strategy.aggregate_train(1, errors)
+    assert record.round(1).skipped == {6: "train-error: malformed error", 7: "train-error: refused: budget-exhausted"}
