@@ -130,15 +130,8 @@ def test_integral_float_steps_are_accepted() -> None:
 ])
 def test_cli_epsilon_gives_a_number_or_a_one_line_error_never_a_traceback(noise: str, rate: str, steps: str,
                                                                           delta: str, accountant: str) -> None:
-    result = runner.invoke(app, ["privacy", "epsilon", "--noise-multiplier", noise, "--sampling-rate", rate,
-                                 "--steps", steps, "--delta", delta, "--accountant", accountant])
-    assert isinstance(result.exception, SystemExit) or result.exception is None, result.output
-    lines = result.output.strip().splitlines()
-    if result.exit_code == 0:
-        value = float(lines[-1])
-        assert value >= 0 and not math.isnan(value)
-    else:
-        assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), result.output
+    number_or_one_line_error(runner.invoke(app, ["privacy", "epsilon", "--noise-multiplier", noise, "--sampling-rate",
+                                                 rate, "--steps", steps, "--delta", delta, "--accountant", accountant]))
 
 
 @pytest.mark.parametrize("accountant", ACCOUNTANTS)
@@ -148,12 +141,17 @@ def test_cli_epsilon_gives_a_number_or_a_one_line_error_never_a_traceback(noise:
 ])
 def test_cli_noise_gives_a_number_or_a_one_line_error_never_a_traceback(target: str, rate: str, steps: str,
                                                                         delta: str, accountant: str) -> None:
-    result = runner.invoke(app, ["privacy", "noise", "--target-epsilon", target, "--sampling-rate", rate,
-                                 "--steps", steps, "--delta", delta, "--accountant", accountant])
+    number_or_one_line_error(runner.invoke(app, ["privacy", "noise", "--target-epsilon", target, "--sampling-rate",
+                                                 rate, "--steps", steps, "--delta", delta, "--accountant", accountant]))
+
+
+def number_or_one_line_error(result) -> None:
+    """Exit 0 with a number >= 0 on the last line, or exit 1 with one ``error:`` line; never a traceback."""
     assert isinstance(result.exception, SystemExit) or result.exception is None, result.output
     lines = result.output.strip().splitlines()
     if result.exit_code == 0:
-        assert float(lines[-1]) >= 0
+        value = float(lines[-1])
+        assert value >= 0 and not math.isnan(value)
     else:
         assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error:"), result.output
 
