@@ -29,7 +29,6 @@ from flwr.app import Context
 from torch.utils.data import TensorDataset
 
 from clients.dp_training import privacy_generator, repeatable_generator
-
 from clients.workspace_cache import load_split
 from federated.audit import AUDIT_FILE, AuditLog
 from federated.config import RunConfig
@@ -39,7 +38,7 @@ from federated.errors import ConfigError, DataError
 from federated.privacy.ledger import LEDGER_FILE, Ledger
 from federated.privacy.ledger_check import open_checked_ledger
 from federated.privacy.node_secret import node_secret
-from federated.privacy.policy import POLICY_FILE, ConsentDecision, Policy, decide_consent, read_policy
+from federated.privacy.policy import POLICY_FILE, ConsentDecision, Policy, decide_consent
 from federated.privacy.workspace_lock import WORKSPACE_LOCK_TIMEOUT_S, workspace_lock
 from federated.tasks import Task
 
@@ -111,19 +110,16 @@ class WorkspaceNode:
         """
         return node_secret(self.folder)
 
-    def _split(self, config: RunConfig, policy: Policy | None = None) -> tuple[list[ChatMessage], list[ChatMessage]]:
-        """(train + canaries, held-out). ``policy`` gives the held-out fraction; ``None`` reads the policy file
-        now (``PolicyError`` if it is invalid). ``config`` is not used: the split is the node's alone."""
-        train, held_out = self._split_files(policy if policy is not None else self._policy())
+    def _split(self, config: RunConfig, policy: Policy) -> tuple[list[ChatMessage], list[ChatMessage]]:
+        """(train + canaries, held-out); ``policy`` gives the held-out fraction. ``config`` is not used: the split
+        is the node's alone, whatever the run asks (``tests/unit/test_neighbouring.py`` checks it)."""
+        train, held_out = self._split_files(policy)
         return [*train, *canary_messages(self.canaries)], held_out
 
     def _split_files(self, policy: Policy) -> tuple[list[ChatMessage], list[ChatMessage]]:
         """(train, held-out) of the messages in the workspace's data files, each message placed on its own by
         the node secret (``split_messages``): removing one message moves nothing else."""
         return load_split(self.folder / DATA_FOLDER, self.name, self.secret(), policy.held_out_fraction)
-
-    def _policy(self) -> Policy:
-        return read_policy(self.folder / POLICY_FILE)
 
     def training_samples(self, task: Task, config: RunConfig, policy: Policy) -> TensorDataset:
         """The training split as DP samples: one per message, or one per member (at most k messages each).
@@ -138,9 +134,8 @@ class WorkspaceNode:
         return task.encode_groups(member_groups(train, policy.max_messages_per_member, self.secret()),
                                   per_group=policy.max_messages_per_member)
 
-    def held_out_texts(self, config: RunConfig, policy: Policy | None = None) -> list[str]:
-        """The held-out split's texts (never trained on). ``policy`` gives the held-out fraction; ``None``
-        reads the policy file now (``PolicyError`` if it is invalid)."""
+    def held_out_texts(self, config: RunConfig, policy: Policy) -> list[str]:
+        """The held-out split's texts (never trained on); ``policy`` gives the held-out fraction."""
         return [m.text for m in self._split(config, policy)[1]]
 
     def generator(self, run_id: str, server_round: int) -> torch.Generator:
