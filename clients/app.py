@@ -41,7 +41,7 @@ from clients.round_plan import plan_round
 from clients.train_config import parse_train_config
 from clients.workspace_node import WorkspaceNode
 from federated.audit import AuditError, fingerprint, update_norm
-from federated.config import RunConfig
+from federated.limits import cut
 from federated.errors import BudgetError, OptinError
 from federated.protocol import CONSENT_KEY, REFUSED_CODE
 from federated.tasks import get_task
@@ -55,7 +55,10 @@ app = GuardedClientApp(mods=[egress_check, ingress_check])
 def query(msg: Message, context: Context) -> Message:
     """Answer consent, and whether the proposed round (if the query carries one) fits the budget."""
     node = WorkspaceNode.from_context(context)
-    config = RunConfig.from_mapping(context.run_config)
+    try:
+        config = node.run_config(context)
+    except OptinError as exc:
+        return _refuse(node, msg, context, exc.code, str(exc))
     decision = node.consent(config)
     answer = {"consent": decision.consent, "reason": decision.reason, "can-afford": False,
               "remaining-epsilon": 0.0}
@@ -68,6 +71,7 @@ def query(msg: Message, context: Context) -> Message:
                 ledger.check_unit(policy.privacy_unit)
                 if "config" in msg.content:
                     settings, _ = parse_train_config(msg.content["config"])
+                    node.limits.check_round(settings)
                     plan_round(settings, policy, ledger)
                 answer["can-afford"] = True
         except BudgetError as exc:
@@ -89,7 +93,10 @@ def query(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     """Local DP-SGD from the global model; replies with the new model, its public settings and lifetime ε."""
     node = WorkspaceNode.from_context(context)
-    config = RunConfig.from_mapping(context.run_config)
+    try:
+        config = node.run_config(context)
+    except OptinError as exc:
+        return _refuse(node, msg, context, exc.code, str(exc))
     decision = node.consent(config)
     if not decision.consent or decision.policy is None:
         return _refuse(node, msg, context, decision.reason)
@@ -98,6 +105,7 @@ def train(msg: Message, context: Context) -> Message:
     group_size = policy.max_messages_per_member if policy.privacy_unit == "member" else 1
     try:
         requested, server_round = parse_train_config(msg.content["config"])
+        node.limits.check_round(requested)
         task = get_task(config.task, config.seq_len)
         with node.lock(), node.open_ledger() as ledger:
             ledger.check_not_released(run_id, server_round)
@@ -146,7 +154,10 @@ def evaluate(msg: Message, context: Context) -> Message:
     reply carries no metrics, since a noiseless evaluation is outside every ε.
     """
     node = WorkspaceNode.from_context(context)
-    config = RunConfig.from_mapping(context.run_config)
+    try:
+        config = node.run_config(context)
+    except OptinError as exc:
+        return _refuse(node, msg, context, exc.code, str(exc))
     decision = node.consent(config)
     if not decision.consent or decision.policy is None:
         return _refuse(node, msg, context, decision.reason)
@@ -166,7 +177,8 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, detail: str = "") -> Message:
     """An error reply with a fixed reason code; the detail stays in the node's log and audit log."""
-    log.warning("workspace %s: refused %s (%s) %s", node.name, msg.metadata.message_type, reason, detail)
+    log.warning("workspace %s: refused %s (%s) %s", node.name, cut(msg.metadata.message_type), reason,
+                cut(detail))
     try:
         node.audit().append("refusal", run_id=str(context.run_id), round=msg.metadata.group_id,
                             message_type=msg.metadata.message_type, reason=reason, detail=detail)

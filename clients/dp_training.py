@@ -48,6 +48,7 @@ from opacus.optimizers import DPOptimizer, get_optimizer_class
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from federated.limits import PHYSICAL_BATCH
 from federated.tasks import Task
 
 log = logging.getLogger("optin.node.dp")
@@ -153,21 +154,32 @@ def make_private(model: nn.Module, settings: DPSGDSettings,
 
 
 def dp_step(task: Task, private_model: nn.Module, optimizer: DPOptimizer, inputs: torch.Tensor,
-            targets: torch.Tensor) -> tuple[float | None, int]:
+            targets: torch.Tensor, physical_batch: int = PHYSICAL_BATCH) -> tuple[float | None, int]:
     """One DP-SGD step on one (Poisson) batch, which may be empty; returns the batch's loss (None when empty,
-    node-local) and how many non-finite per-sample gradients were zeroed."""
-    optimizer.zero_grad(set_to_none=True)
-    loss, zeroed = None, 0
-    if len(inputs):
-        value = task.loss(private_model(inputs), targets)
-        value.backward()
-        loss = value.item()
-        zeroed = zero_non_finite_samples(optimizer)
-    else:
+    node-local) and how many non-finite per-sample gradients were zeroed.
+
+    Per-sample gradients are computed for at most ``physical_batch`` samples at a time: each chunk's are
+    checked and clipped and added to the running sum (Opacus' skipped steps), and the noise is added once, to
+    the sum over the whole batch. So the step is the same mechanism whatever the chunking, while memory is
+    bounded by the chunk, not by the batch size a server's sampling rate implies.
+    """
+    if not len(inputs):
+        optimizer.zero_grad(set_to_none=True)
         for param in optimizer.params:
             param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype)
-    optimizer.step()
-    return loss, zeroed
+        optimizer.step()
+        return None, 0
+    total_loss, zeroed = 0.0, 0
+    for start in range(0, len(inputs), physical_batch):
+        stop = min(start + physical_batch, len(inputs))
+        optimizer.zero_grad(set_to_none=True)
+        value = task.loss(private_model(inputs[start:stop]), targets[start:stop])
+        value.backward()
+        total_loss += value.item() * (stop - start)
+        zeroed += zero_non_finite_samples(optimizer)
+        optimizer.signal_skip_step(do_skip=stop < len(inputs))
+        optimizer.step()
+    return total_loss / len(inputs), zeroed
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, 
 from flwr.clientapp.typing import ClientAppCallable
 
 from clients.workspace_node import WorkspaceNode
+from federated.limits import cut
 from federated.protocol import (CONSENT_FIELDS, CONSENT_KEY, EVAL_METRICS, REASON_CODE, REFUSAL_REASON, REFUSED_CODE,
                                 TRAIN_METRICS)
 
@@ -144,7 +145,8 @@ def _is_type(value: object, kind: type) -> bool:
 def _block(msg: Message, context: Context, problems: list[str]) -> Message:
     """Replace the reply with a fixed refusal and record why in the workspace's audit log."""
     message_type, round_ = msg.metadata.message_type, msg.metadata.group_id
-    log.error("egress check refused a %s reply (round %s): %s", message_type, round_, "; ".join(problems))
+    log.error("egress check refused a %s reply (round %s): %s", cut(message_type), cut(round_),
+              cut("; ".join(problems)))
     try:
         WorkspaceNode.from_context(context).audit().append(
             "egress-blocked", run_id=str(context.run_id), round=round_, message_type=message_type,

@@ -1,6 +1,7 @@
 """The ingress check: what a node accepts from the server before any handler runs.
 
-Guarantee: a ``query`` may carry only an optional ``config`` (a valid round config); ``train``
+Guarantee: the run config must be valid and within the node's limits (``clients.node_limits``; else
+``refused: bad-config``). A ``query`` may carry only an optional ``config`` (a valid round config); ``train``
 exactly ``arrays`` and ``config``; ``evaluate`` ``arrays`` and an optional ``config``. The arrays
 must have exactly the keys, shapes and dtypes of the run's model, every value finite and at most
 ``MAX_ABS_WEIGHT`` in magnitude (a hostile model with a NaN row would otherwise turn the release into a
@@ -26,6 +27,7 @@ from clients.train_config import parse_train_config
 from clients.workspace_node import WorkspaceNode
 from federated.config import RunConfig
 from federated.errors import OptinError
+from federated.limits import cut
 from federated.protocol import REFUSED_CODE
 from federated.tasks import get_task
 
@@ -40,28 +42,52 @@ _RECORDS = {"query": (set(), {"config"}), "train": ({"arrays", "config"}, set())
 
 
 def ingress_check(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Refuse a malformed request before its handler runs; otherwise run the handler."""
-    problem = request_problem(msg, context)
-    if problem is None:
+    """Refuse a malformed request, or one over the node's limits, before its handler runs; else run the handler."""
+    refusal = request_refusal(msg, context)
+    if refusal is None:
         return call_next(msg, context)
-    return refuse(msg, context, "bad-request", problem)
+    return refuse(msg, context, *refusal)
 
 
-def request_problem(msg: Message, context: Context) -> str | None:
-    """What is wrong with the request, naming keys only; ``None`` if it is well formed."""
+def request_refusal(msg: Message, context: Context) -> tuple[str, str] | None:
+    """(reason code, detail) for a request the node will not handle, naming keys only; ``None`` if it is fine.
+
+    ``bad-config``: the run config is invalid or over the node's limits (``clients.node_limits``), or the round
+    asks for more than them; ``bad-request``: the message's records, arrays or round config are malformed.
+    The run config is checked first, since the model's shape (which the arrays are checked against) depends
+    on its ``seq-len``.
+    """
+    try:
+        node = WorkspaceNode.from_context(context)
+        config = node.run_config(context)
+    except OptinError as exc:
+        return "bad-config", str(exc)
+    problem = request_problem(msg, config)
+    if problem is not None:
+        return "bad-request", problem
+    if msg.metadata.message_type != "evaluate" and "config" in msg.content:
+        try:
+            node.limits.check_round(parse_train_config(msg.content["config"])[0])
+        except OptinError as exc:
+            return "bad-config", str(exc)
+    return None
+
+
+def request_problem(msg: Message, config: RunConfig) -> str | None:
+    """What is malformed in the request, naming keys only; ``None`` if it is well formed."""
     required, optional = _RECORDS[msg.metadata.message_type]
     records = set(msg.content.keys())
     if not required <= records or records - required - optional:
         return f"records {sorted(records)}; expected {sorted(required)} and optionally {sorted(optional)}"
     try:
         if "config" in records:
-            config = msg.content["config"]
-            if not isinstance(config, ConfigRecord):
+            record = msg.content["config"]
+            if not isinstance(record, ConfigRecord):
                 return "'config' is not a ConfigRecord"
             if msg.metadata.message_type != "evaluate":
-                parse_train_config(config)
+                parse_train_config(record)
         if "arrays" in records:
-            return _arrays_problem(msg.content["arrays"], RunConfig.from_mapping(context.run_config))
+            return _arrays_problem(msg.content["arrays"], config)
     except OptinError as exc:
         return str(exc)
     return None
@@ -100,7 +126,7 @@ def model_layout(task: str, seq_len: int) -> tuple[tuple[str, str, tuple[int, ..
 
 def refuse(msg: Message, context: Context, reason: str, detail: str) -> Message:
     """A refusal reply; the detail goes to the node's log and audit log only."""
-    log.warning("refused %s: %s (%s)", msg.metadata.message_type, reason, detail)
+    log.warning("refused %s: %s (%s)", cut(msg.metadata.message_type), reason, cut(detail))
     try:
         WorkspaceNode.from_context(context).audit().append(
             "refusal", run_id=str(context.run_id), round=msg.metadata.group_id,
@@ -111,12 +137,15 @@ def refuse(msg: Message, context: Context, reason: str, detail: str) -> Message:
 
 
 class GuardedClientApp(ClientApp):
-    """A ClientApp that refuses (and audits) a message type it does not offer instead of raising."""
+    """A ClientApp that refuses (and audits) a message type it does not offer instead of raising.
+
+    Only the exact types ``query``, ``train`` and ``evaluate`` are offered: Flower would also route
+    ``query.default`` to the ``query`` handler, but the node's checks (and the reply's message type, which
+    must equal the request's) are written for the exact names.
+    """
 
     def __call__(self, message: Message, context: Context) -> Message:
-        category, _, action = message.metadata.message_type.partition(".")
-        # Flower keeps the handlers in this private table; an unknown type would raise before any mod runs.
-        if f"{category}.{action or 'default'}" not in self._registered_funcs:
+        if message.metadata.message_type not in _RECORDS:
             return refuse(message, context, "unsupported-message-type",
                           f"message type {message.metadata.message_type!r} is not offered")
         return super().__call__(message, context)

@@ -2,9 +2,9 @@
 
 Guarantee: ``parse_train_config`` returns settings only for a ConfigRecord with exactly the keys of
 ``TRAIN_CONFIG_FIELDS``, each of its type (an int is accepted for a float), finite, in range and
-under the node's hard caps (``MAX_LOCAL_STEPS``, ``MAX_BATCH_SIZE``, ``MAX_LR``; ``sample-rate`` in
-(0, 1]), so a hostile config can neither crash the node nor make it run unbounded work. Anything else is a
-``ConfigError`` naming the key, the value and what was expected.
+under the hard caps (``MAX_BATCH_SIZE``, ``MAX_LR``; ``sample-rate`` in (0, 1]), so a hostile config cannot
+crash the node. Anything else is a ``ConfigError`` naming the key, the value and what was expected. The
+number of steps is bounded by the node's own limit (``clients.node_limits``), checked next.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from flwr.app import ConfigRecord
 
 from clients.dp_training import DPSGDSettings
 from federated.errors import ConfigError
+from federated.limits import cut
 from federated.protocol import TRAIN_CONFIG_FIELDS
 
-MAX_LOCAL_STEPS = 10_000
 MAX_BATCH_SIZE = 65_536
 MAX_LR = 100.0
 
 _RANGES: dict[str, tuple[float, float, bool]] = {
     # key: (lowest, highest, lowest allowed itself)
     "server-round": (0, math.inf, True),
-    "local-steps": (1, MAX_LOCAL_STEPS, True),
+    "local-steps": (1, math.inf, True),
     "sample-rate": (0.0, 1.0, False),
     "batch-size": (1, MAX_BATCH_SIZE, True),
     "lr": (0.0, MAX_LR, False),
@@ -37,18 +37,20 @@ def parse_train_config(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
     """The requested DP-SGD settings and the server round, or a ``ConfigError``."""
     unknown = sorted(set(record.keys()) - set(TRAIN_CONFIG_FIELDS))
     if unknown:
-        raise ConfigError(f"train config: unknown key(s) {unknown}; expected only {sorted(TRAIN_CONFIG_FIELDS)}")
+        raise ConfigError(f"train config: unknown key(s) {cut(repr(unknown), 60)}; expected only "
+                          f"{sorted(TRAIN_CONFIG_FIELDS)}")
     values: dict[str, int | float] = {}
     for key, kind in TRAIN_CONFIG_FIELDS.items():
         value = record.get(key)
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
+            value = float(value) if abs(value) < 2**1023 else math.inf
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"train config: key {key!r} expected {kind.__name__}, got {value!r}")
+            raise ConfigError(f"train config: key {key!r} expected {kind.__name__}, got {cut(repr(value), 60)}")
         low, high, low_ok = _RANGES[key]
-        if not (math.isfinite(value) and (value > low or (low_ok and value == low)) and value <= high):
-            bound = ">=" if low_ok else ">"
-            raise ConfigError(f"train config: key {key!r} expected a value {bound} {low} and <= {high}, got {value!r}")
+        if not ((value > low or (low_ok and value == low)) and value <= high and math.isfinite(float(value))):
+            bound = (">=" if low_ok else ">") + f" {low}" + (f" and <= {high}" if math.isfinite(high) else "")
+            raise ConfigError(f"train config: key {key!r} expected a value {bound}, got "
+                              f"{cut(repr(value), 60)}")
         values[key] = value
     settings = DPSGDSettings(
         noise_multiplier=float(values["noise-multiplier"]),

@@ -29,6 +29,7 @@ from flwr.app import Context
 from torch.utils.data import TensorDataset
 
 from clients.dp_training import privacy_generator, repeatable_generator
+from clients.node_limits import NodeLimits
 from clients.workspace_cache import load_split
 from federated.audit import AUDIT_FILE, AuditLog
 from federated.config import RunConfig
@@ -58,14 +59,17 @@ class WorkspaceNode:
     repeatable_seed: int | None = None
     """Node config ``repeatable-seed``: seeds DP sampling and noise for repeatable research runs; every
     release made so is marked not private (ledger, audit log, reply). Unset (the default): OS randomness."""
+    limits: NodeLimits = NodeLimits()
+    """What the node accepts from a server (node config ``max-seq-len``, ``max-local-steps``)."""
 
     @classmethod
     def from_context(cls, context: Context) -> WorkspaceNode:
         """Resolve the workspace folder from the node config (or the simulation partition), and any canaries."""
         canaries = _canaries(context.node_config.get(CANARIES_KEY))
         seed = _repeatable_seed(context.node_config.get(REPEATABLE_SEED_KEY))
+        limits = NodeLimits.from_node_config(context.node_config)
         if "workspace" in context.node_config:
-            return cls(Path(str(context.node_config["workspace"])), canaries, seed)
+            return cls(Path(str(context.node_config["workspace"])), canaries, seed, limits)
         root = str(context.run_config.get("workspaces-root", ""))
         if not root or "partition-id" not in context.node_config:
             raise ConfigError(
@@ -77,11 +81,17 @@ class WorkspaceNode:
         if index >= len(folders):
             raise DataError(f"workspaces-root {root}: no workspace folder for partition {index} "
                             f"({len(folders)} folders found)")
-        return cls(folders[index], canaries, seed)
+        return cls(folders[index], canaries, seed, limits)
 
     @property
     def name(self) -> str:
         return self.folder.name
+
+    def run_config(self, context: Context) -> RunConfig:
+        """The run's config, once it is valid and within this node's limits; else ``ConfigError``."""
+        config = RunConfig.from_mapping(context.run_config)
+        self.limits.check_run(config)
+        return config
 
     def consent(self, config: RunConfig) -> ConsentDecision:
         """Consent for this run's task and federation, from the policy file re-read now."""

@@ -6,6 +6,7 @@ import sys
 from typing import NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 # Soft wrap: a long path or error stays on one line (scripts and tests read it whole).
 console = Console(soft_wrap=True)
@@ -13,5 +14,6 @@ console = Console(soft_wrap=True)
 
 def fail(exc: Exception | str) -> NoReturn:
     """Print a user mistake as one line (no traceback) and exit with status 1."""
-    console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+    # Escaped: an error quoting "[scope]" or a path with brackets must print as written, not as markup.
+    console.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
     sys.exit(1)

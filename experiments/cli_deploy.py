@@ -16,6 +16,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from clients.node_limits import NodeLimits
 from experiments.cli_common import console, fail
 from experiments.deploy import (
     ServerCertificates,
@@ -25,6 +26,7 @@ from experiments.deploy import (
     write_dev_certificates,
 )
 from federated.errors import OptinError
+from federated.limits import MAX_LOCAL_STEPS, MAX_SEQ_LEN
 from federated.privacy.policy import POLICY_FILE, read_policy
 
 server_app = typer.Typer(help="Federation operator helpers: development certificates and the SuperLink.",
@@ -50,6 +52,9 @@ def node(
                                                           "SuperLink (default: keep trying)."),
     flwr_home: Path | None = typer.Option(None, help="Flower's folder for this node (installed apps); "
                                                     "default <workspace>/.flower."),
+    max_seq_len: int = typer.Option(MAX_SEQ_LEN, min=1, help="The longest seq-len a run may ask of this node."),
+    max_local_steps: int = typer.Option(MAX_LOCAL_STEPS, min=1,
+                                        help="The most DP-SGD steps one round may ask of this node."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the flower-supernode command and exit."),
 ) -> None:
     """Run this workspace's SuperNode: TLS, node authentication, no runtime dependency installation.
@@ -66,7 +71,8 @@ def node(
         fail(f"{workspace}: no such workspace folder")
     try:
         command = supernode_command(workspace, superlink, root_certificates.resolve(), auth_key.resolve(), port=port,
-                                    max_wait_time=max_wait_time)
+                                    max_wait_time=max_wait_time,
+                                    limits=NodeLimits(max_seq_len=max_seq_len, max_local_steps=max_local_steps))
     except OptinError as exc:
         fail(exc)
     home = (flwr_home or workspace / ".flower").resolve()

@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from experiments.cli_common import console, fail
@@ -135,7 +136,7 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
     try:
         policy = read_policy(workspace / POLICY_FILE)
     except OptinError as exc:
-        console.print(f"[yellow]warning:[/yellow] {exc}; showing ε at the ledger's own δ", highlight=False)
+        console.print(f"[yellow]warning:[/yellow] {escape(str(exc))}; showing ε at the ledger's own δ", highlight=False)
         policy = None
     try:
         with Ledger(path) as ledger:
@@ -163,7 +164,7 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         audited = audit_releases(workspace / AUDIT_FILE)
         match_releases(path, releases, workspace / AUDIT_FILE, audited)
     except OptinError as exc:
-        console.print(f"[red]the node will refuse to train:[/red] {exc}", highlight=False)
+        console.print(f"[red]the node will refuse to train:[/red] {escape(str(exc))}", highlight=False)
         raise typer.Exit(1) from exc
     console.print(f"agrees with {AUDIT_FILE}: its {len(audited)} release(s) match ledger rows in order",
                   highlight=False)

@@ -67,6 +67,7 @@ from experiments.flower_sim import (
     stop_processes,
     toml_table,
 )
+from clients.node_limits import MAX_LOCAL_STEPS_KEY, MAX_SEQ_LEN_KEY, NodeLimits
 from federated.config import RunConfig
 from federated.errors import ConfigError, OptinError
 
@@ -213,14 +214,17 @@ def superlink_command(certs: ServerCertificates, database: Path, *, host: str = 
 
 
 def supernode_command(workspace: Path, superlink: str, root_certificates: Path, auth_key: Path, *,
-                      port: int = 9094, max_wait_time: float | None = None) -> list[str]:
+                      port: int = 9094, max_wait_time: float | None = None,
+                      limits: NodeLimits = NodeLimits()) -> list[str]:
     """``flower-supernode`` serving one workspace folder over TLS, authenticated with ``auth_key``.
 
     The ClientApp finds the workspace (policy, data, ledger, audit log) in the node config key
-    ``workspace``. ``port`` is the node's local runtime API (loopback). ``max_wait_time`` bounds how long
-    the node keeps trying to reach the SuperLink (``None``: forever).
+    ``workspace``, and what it accepts from a server in ``max-seq-len`` and ``max-local-steps``
+    (``clients.node_limits``). ``port`` is the node's local runtime API (loopback). ``max_wait_time`` bounds
+    how long the node keeps trying to reach the SuperLink (``None``: forever).
     """
-    node_config = "workspace=" + json.dumps(str(workspace.resolve()))
+    node_config = (f"workspace={json.dumps(str(workspace.resolve()))} {MAX_SEQ_LEN_KEY}={limits.max_seq_len} "
+                   f"{MAX_LOCAL_STEPS_KEY}={limits.max_local_steps}")
     command = [_flower_bin("flower-supernode"), "--superlink", superlink,
                "--root-certificates", str(root_certificates), "--auth-supernode-private-key", str(auth_key),
                "--node-config", node_config, "--host", "127.0.0.1", "--port", str(port)]

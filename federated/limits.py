@@ -44,3 +44,8 @@ grow with the sampling rate the server asks for."""
 LOGGED_STRING_MAX_CHARS = 256
 """A string from outside the node (a round's group id, an error detail quoting a value) is cut to this many
 characters, with a marker saying how many were cut, before it is logged or audited."""
+
+
+def cut(text: str, limit: int = LOGGED_STRING_MAX_CHARS) -> str:
+    """``text`` if it has at most ``limit`` characters, else its first ``limit`` and a marker of how many were cut."""
+    return text if len(text) <= limit else f"{text[:limit]}…[cut {len(text) - limit} chars]"

@@ -38,6 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from federated.errors import PolicyError
+from federated.limits import POLICY_MAX_BYTES
+from federated.safe_files import read_text
 
 log = logging.getLogger("optin.privacy.policy")
 
@@ -90,13 +92,19 @@ class ConsentDecision:
 
 
 def read_policy(path: Path) -> Policy:
-    """Parse a policy file; ``PolicyError`` names the file and the field on any problem."""
+    """Parse a policy file; ``PolicyError`` names the file and the field on any problem.
+
+    Only a regular file of at most ``POLICY_MAX_BYTES`` is read (``federated.safe_files``): a FIFO or a link to
+    a device is refused at once instead of stalling the node, which re-reads the policy at every message.
+    """
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = read_text(path, POLICY_MAX_BYTES, error=PolicyError)
     except FileNotFoundError as exc:
         raise PolicyError(f"{path}: policy file not found") from exc
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise PolicyError(f"{path}: not a readable TOML file ({exc})") from exc
+    try:
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as exc:  # ValueError: an integer past Python's digit limit
+        raise PolicyError(f"{path}: not a valid TOML file ({exc})") from exc
     return parse_policy(raw, str(path))
 
 
@@ -106,21 +114,20 @@ def parse_policy(raw: Mapping[str, Any], source: str) -> Policy:
                "held_out_fraction", "max_grad_norm", "expires", "scope"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise PolicyError(f"{source}: unknown key(s) {unknown}; expected only {sorted(allowed)}")
+        raise PolicyError(f"{source}: unknown key(s) {_shown(unknown)}; expected only {sorted(allowed)}")
 
     def get(name: str, check: Any, expected: str, default: Any) -> Any:
         value = raw.get(name, default)
         if name in raw and not check(value):
-            raise PolicyError(f"{source}: field '{name}' must be {expected}, got {value!r}")
+            raise PolicyError(f"{source}: field '{name}' must be {expected}, got {_shown(value)}")
         return value
 
     def number(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        return _as_float(v) is not None and math.isfinite(_as_float(v))
 
     consent = get("consent", lambda v: isinstance(v, bool), "true or false", False)
     # inf is an explicit "no budget" (e.g. for no-DP baselines); it must be written out, never a default.
-    max_epsilon = get("max_epsilon", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-                      "a number > 0 (or inf)", 8.0)
+    max_epsilon = get("max_epsilon", lambda v: (_as_float(v) or 0.0) > 0, "a number > 0 (or inf)", 8.0)
     delta = get("delta", lambda v: number(v) and 0 < v < 1, "a number in (0, 1)", 1e-5)
     unit = get("privacy_unit", lambda v: v in PRIVACY_UNITS, f"one of {list(PRIVACY_UNITS)}", "message")
     per_member = get("max_messages_per_member", lambda v: isinstance(v, int) and not isinstance(v, bool) and
@@ -186,17 +193,33 @@ def write_policy(folder: Path, policy: Policy) -> Path:
 
 def _scope(raw: Any, source: str) -> Scope:
     if not isinstance(raw, dict):
-        raise PolicyError(f"{source}: field 'scope' must be a table with 'tasks' and 'federations', got {raw!r}")
+        raise PolicyError(f"{source}: field 'scope' must be a table with 'tasks' and 'federations', got {_shown(raw)}")
     unknown = sorted(set(raw) - {"tasks", "federations"})
     if unknown:
-        raise PolicyError(f"{source}: unknown key(s) {unknown} in [scope]; expected only ['federations', 'tasks']")
+        raise PolicyError(f"{source}: unknown key(s) {_shown(unknown)} in [scope]; expected only ['federations', 'tasks']")
     values = {}
     for name in ("tasks", "federations"):
         value = raw.get(name, ["*"])
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise PolicyError(f"{source}: field 'scope.{name}' must be a non-empty list of names, got {value!r}")
+            raise PolicyError(f"{source}: field 'scope.{name}' must be a non-empty list of names, got {_shown(value)}")
         values[name] = tuple(value)
     return Scope(**values)
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: an error names the value without echoing a huge one."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _as_float(value: Any) -> float | None:
+    """``value`` as a float if it is a TOML number that has one (an integer of 400 digits has none), else None."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
 
 
 def _as_utc(value: dt.date | dt.datetime | None) -> dt.datetime | None:

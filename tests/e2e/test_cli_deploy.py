@@ -49,8 +49,11 @@ def test_node_runs_a_supernode_with_tls_node_auth_and_its_workspace(certs: Path,
     assert _value(words, "--superlink") == "10.0.0.5:8000"
     assert _value(words, "--root-certificates") == str((certs / "ca.crt").resolve())
     assert _value(words, "--auth-supernode-private-key") == str((certs / "nodes" / "acme.key").resolve())
-    assert _value(words, "--node-config") == f'workspace="{tmp_path.resolve()}"'
+    assert _value(words, "--node-config") == f'workspace="{tmp_path.resolve()}" max-seq-len=1024 max-local-steps=1000'
     assert _value(words, "--host") == "127.0.0.1"
+    words = _dry_run("node", "--workspace", str(tmp_path), "--max-seq-len", "256", "--max-local-steps", "50",
+                     "--root-certificates", str(certs / "ca.crt"), "--auth-key", str(certs / "nodes" / "acme.key"))
+    assert _value(words, "--node-config").endswith(" max-seq-len=256 max-local-steps=50")
 
 
 def test_superlink_runs_with_tls_node_auth_and_no_runtime_installs(certs: Path, tmp_path: Path) -> None:

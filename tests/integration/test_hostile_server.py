@@ -30,7 +30,7 @@ def model_arrays() -> ArrayRecord:
 @pytest.mark.parametrize("overrides, fragment", [
     ({"noise-multiplier": -1.0}, "'noise-multiplier' expected a value >= 0.0"),
     ({"max-grad-norm": 0.0}, "'max-grad-norm' expected a value > 0.0"),
-    ({"local-steps": 10**9}, "'local-steps' expected a value >= 1 and <= 10000"),
+    ({"local-steps": 0}, "'local-steps' expected a value >= 1, got 0"),
     ({"batch-size": "32"}, "'batch-size' expected int, got '32'"),
     ({"sample-rate": 0.0}, "'sample-rate' expected a value > 0.0"),
     ({"sample-rate": 1.5}, "'sample-rate' expected a value > 0.0 and <= 1.0"),

@@ -23,7 +23,7 @@ def test_missing_policy_means_no_consent_with_logged_reason(tmp_path: Path, capl
 
 
 @pytest.mark.parametrize("text, fragment", [
-    ("consent = tru", "not a readable TOML file"),
+    ("consent = tru", "not a valid TOML file"),
     ('consent = "yes"', "field 'consent' must be true or false, got 'yes'"),
     ("consent = 1", "field 'consent' must be true or false"),
     ("consent = true\nconsnet = true", "unknown key(s) ['consnet']"),
