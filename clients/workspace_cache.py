@@ -11,9 +11,10 @@ Guarantee: ``load_split`` returns what ``split_messages(load_workspace(data, nam
 held_out_fraction, secret)`` returns for the files as they are when it is called, never an earlier state
 of them, as fresh lists of immutable ``ChatMessage``s that the caller may change freely.
 
-The signature covers every file and folder under ``data`` (symbolic links followed, as the loaders
-follow them) and, for an IRC manifest, the log files it names outside ``data``. It holds each one's
-path, inode, size, modification time and status-change time (``ctime``: the kernel sets it to the
+The signature covers every file and folder under ``data`` (symbolic links that stay inside ``data``
+followed, as the loaders follow them; a link that leads out of it is signed as the link itself and not
+followed, since the loaders refuse it) and, for an IRC manifest, the log files it names outside ``data``.
+It holds each one's path, inode, size, modification time and status-change time (``ctime``: the kernel sets it to the
 current time on every write, rename, truncation or ``utime`` call, and no unprivileged process can
 set it back), so any write, replacement, addition or removal changes it. What that rests on:
 timestamps have the file system's granularity (a clock tick on Linux' native file systems, up to
@@ -24,8 +25,10 @@ assumption is that the file system stamps ``ctime`` with a granularity, and a cl
 process's clock (network file systems), of less than ``settle_seconds``.
 
 Memory is bounded whatever the number of workspaces: at most ``max_workspaces`` splits and
-``max_messages`` messages (about 400 bytes each) are kept, the least recently used evicted first;
-a workspace larger than ``max_messages`` is loaded on every call and not kept. The bound counts
+``max_messages`` messages (about 400 bytes each, plus the text: at most ``MESSAGE_MAX_CHARS``
+characters) are kept, the least recently used evicted first; a workspace larger than ``max_messages``
+is loaded on every call and not kept. The default ``max_messages`` is the node's limit per workspace
+(``WORKSPACE_MAX_MESSAGES``), so every workspace the loader accepts can be kept. The bound counts
 messages rather than workspaces because the server queries every node every round, in order: a
 process serving more workspaces than a per-workspace bound would evict each one just before it is
 asked again, while many small workspaces fit in the same memory as a few large ones.
@@ -43,8 +46,10 @@ from pathlib import Path
 from stat import S_ISREG
 
 from federated.data import ChatMessage, load_workspace, split_messages
+from federated.data.files import DataFolder
 from federated.data.manifest import MANIFEST_FILE, read_manifest
 from federated.errors import DataError
+from federated.limits import WORKSPACE_MAX_MESSAGES
 
 Split = tuple[list[ChatMessage], list[ChatMessage]]
 _Key = tuple[str, str, bytes, float]
@@ -65,7 +70,8 @@ class _Entry:
 class WorkspaceCache:
     """A bounded, least-recently-used cache of workspace splits; see the module docstring for the guarantee."""
 
-    def __init__(self, max_workspaces: int = 4096, max_messages: int = 100_000, settle_seconds: float = 2.0) -> None:
+    def __init__(self, max_workspaces: int = 4096, max_messages: int = WORKSPACE_MAX_MESSAGES,
+                 settle_seconds: float = 2.0) -> None:
         if max_workspaces < 0 or max_messages < 0 or settle_seconds < 0:
             raise ValueError("max_workspaces, max_messages and settle_seconds must be >= 0")
         self.max_workspaces = max_workspaces
@@ -138,13 +144,18 @@ def data_signature(data: Path, content_after_ns: int) -> bytes:
 
 
 def _tree(folder: Path) -> list[tuple[str, os.stat_result]]:
-    """(path, stat) of ``folder`` and of every file and folder under it, following symbolic links once."""
+    """(path, stat) of ``folder`` and of every file and folder under it, following symbolic links that stay
+    inside ``folder`` once; a link that leads out of it is stat-ed itself, not followed."""
     found = [(str(folder), os.stat(folder))]
     seen = {(found[0][1].st_dev, found[0][1].st_ino)}
     pending = [str(folder)]
+    base = os.path.realpath(folder)
     while pending:
         with os.scandir(pending.pop()) as listing:
             for entry in listing:
+                if entry.is_symlink() and os.path.commonpath([base, os.path.realpath(entry.path)]) != base:
+                    found.append((entry.path, entry.stat(follow_symlinks=False)))
+                    continue
                 stat = entry.stat()
                 found.append((entry.path, stat))
                 if entry.is_dir() and (stat.st_dev, stat.st_ino) not in seen:
@@ -154,11 +165,12 @@ def _tree(folder: Path) -> list[tuple[str, os.stat_result]]:
 
 
 def _manifest_files(data: Path) -> list[tuple[str, os.stat_result]]:
-    """The log files an IRC manifest in ``data`` names (they live outside it), or none."""
+    """The log files an IRC manifest in ``data`` names outside it (those inside are in ``_tree``), or none."""
     manifest = data / MANIFEST_FILE
     if not manifest.is_file():
         return []
-    files = {str(piece.file) for piece in read_manifest(manifest).slices}
+    folder = DataFolder(data)
+    files = {str(piece.file) for piece in read_manifest(manifest).slices if not folder.contains(piece.file)}
     return [(file, os.stat(file)) for file in sorted(files)]
 
 

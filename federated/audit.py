@@ -5,8 +5,16 @@ Each line is a JSON object with ``seq`` (0, 1, 2, ...), ``time``, ``kind``, the 
 JSON without ``hash``. A side file ``<log>.head`` holds the last ``seq`` and ``hash``, replaced
 atomically after each append.
 
-Guarantee: ``verify`` detects an edited entry (its hash no longer matches), a deleted or reordered
-entry (``seq`` or ``prev`` breaks), and a deleted tail (the head file names an entry that is gone).
+Every line is written in one canonical form (``entry_line``: sorted keys, ``json.dumps``'s default
+separators, every non-ASCII character escaped, a newline), and a line is sound only if it is exactly those
+bytes for the entry it parses to. So the log's bytes are determined by its entries: a duplicate key (a
+parser keeps the last value, ``grep`` sees the first), an escape that hides a word from ``grep``
+(``"rel\\u0065ase"``), other spacing, a blank line or a line without its newline is a problem even
+when every hash matches (the hash covers the parsed entry, not the bytes).
+
+Guarantee: ``verify`` detects an edited entry (its hash no longer matches, or its line is not in canonical
+form), a deleted or reordered entry (``seq`` or ``prev`` breaks), and a deleted tail (the head file names an
+entry that is gone).
 It is tamper-evident against edits of the log alone; someone who rewrites the log *and* its head
 file consistently is not detected (publish the head elsewhere for that). ``append`` never starts or
 extends a chain that contradicts its head: a head whose log is missing, shorter than the head says, or
@@ -32,6 +40,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,7 +51,9 @@ import numpy as np
 from flwr.app import ArrayRecord
 
 from federated.errors import LockError, OptinError
+from federated.limits import KIB, LOGGED_LIST_MAX_ITEMS, LOGGED_STRING_MAX_CHARS, cut
 from federated.locking import file_lock
+from federated.safe_files import open_regular, read_bytes
 
 log = logging.getLogger("optin.audit")
 
@@ -51,6 +62,9 @@ _CHAIN_KEYS = frozenset({"seq", "time", "kind", "prev", "hash"})
 AUDIT_FILE = "audit.jsonl"
 AUDIT_LOCK_TIMEOUT_S = 120.0
 """How long an append waits for another writer of the same log (an append holds the lock for milliseconds)."""
+HEAD_MAX_BYTES = 4 * KIB
+"""The head file holds one ``seq`` and one hash (about 100 bytes); a bigger one is refused, not read."""
+NOT_CANONICAL = "not in canonical form (duplicate key, escaped characters or different spacing)"
 
 
 class AuditError(OptinError):
@@ -62,6 +76,61 @@ class AuditError(OptinError):
 def _digest(entry: dict[str, Any]) -> str:
     body = {k: v for k, v in entry.items() if k != "hash"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def entry_line(entry: Mapping[str, Any]) -> bytes:
+    """The exact bytes the writer appends for ``entry``: ``json.dumps`` with sorted keys, its default separators
+    (``", "``, ``": "``) and ``ensure_ascii`` (every non-ASCII character as a ``\\uXXXX`` escape), then a newline.
+    ``verify`` accepts a line only if it is these bytes for the entry the line parses to."""
+    return (json.dumps(entry, sort_keys=True) + "\n").encode("ascii")
+
+
+def _parse_line(line: bytes) -> tuple[Any, list[str]]:
+    """The value one line of a log (without its newline) parses to, and every key repeated inside one of its
+    objects (the parse keeps the last value); ``ValueError`` if the line is not JSON."""
+    repeated: list[str] = []
+
+    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                repeated.append(key)
+            obj[key] = value
+        return obj
+
+    return json.loads(line, object_pairs_hook=unique), repeated
+
+
+def _canonical_problem(line: bytes, entry: Mapping[str, Any], repeated: list[str]) -> str | None:
+    """Why ``line`` (without its newline), which parsed to ``entry`` repeating the keys ``repeated``, is not what
+    the writer writes for ``entry``; None when it is exactly ``entry_line(entry)``."""
+    if repeated:
+        return f"{NOT_CANONICAL}: duplicate key {repeated[0]!r}"
+    if line + b"\n" != entry_line(entry):
+        return NOT_CANONICAL
+    return None
+
+
+def _capped(value: Any) -> Any:
+    """``value`` with every string longer than ``LOGGED_STRING_MAX_CHARS`` cut to that many characters plus a
+    marker naming how many were cut, and every list or tuple longer than ``LOGGED_LIST_MAX_ITEMS`` cut to that
+    many items plus a marker item, at any depth inside dicts and lists; numbers, booleans and None unchanged."""
+    if isinstance(value, str):
+        return cut(value)
+    if isinstance(value, Mapping):
+        return {key: _capped(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        kept = [_capped(item) for item in value[:LOGGED_LIST_MAX_ITEMS]]
+        if (extra := len(value) - LOGGED_LIST_MAX_ITEMS) > 0:
+            kept.append(f"…[cut {extra} items]")
+        return kept
+    return value
+
+
+def _open_regular(path: Path, flags: int) -> int:
+    """``federated.safe_files.open_regular`` for a log: a FIFO or device put in place of it is refused at once
+    (``AuditError``) instead of hanging or feeding the reader without end."""
+    return open_regular(path, flags, error=AuditError)
 
 
 def _head_path(path: Path) -> Path:
@@ -116,6 +185,15 @@ class AuditLog:
     ``append`` either writes the whole entry and moves the head to it, or raises ``AuditError`` having
     truncated the log back to its length before the call. Safe with concurrent writers (threads or
     processes on one machine): each append holds the log's exclusive lock throughout.
+
+    Bounded entries: the keys of an entry are fixed by the code that logs it, but its values may come from
+    outside (a hostile server's 20 MB group id, an error detail quoting it, a list of violations), and a node
+    writes them once per message. So before an entry is hashed and written, every string value, at any depth
+    inside dicts and lists, is cut to ``LOGGED_STRING_MAX_CHARS`` characters plus a marker
+    ``…[cut N chars]``, and every list to ``LOGGED_LIST_MAX_ITEMS`` items plus a marker item
+    ``…[cut N items]``; numbers, booleans and None are kept. An entry's size is then bounded by the shape of
+    its fields, which the code fixes. Fields are stored as JSON reads them back (tuples become lists, dict
+    keys strings), and the returned entries are exactly what the log holds.
     """
 
     def __init__(self, path: Path) -> None:
@@ -133,19 +211,25 @@ class AuditLog:
         the log is truncated back to its length before the call and ``AuditError`` is raised. A crash during
         the call can leave a torn last line, or complete entries of the batch past the entry the head names
         (the next append moves the head past them).
+        Values are capped first (see the class docstring).
         Raises ``ValueError`` if fields use a key the chain owns (``seq``, ``time``, ``kind``, ``prev``, ``hash``);
-        ``AuditError`` if the log and its head disagree (see the module docstring) or another writer holds the
-        log's lock for over ``AUDIT_LOCK_TIMEOUT_S``.
+        ``TypeError`` if a value is not JSON-serializable; ``AuditError`` if the log or its head file is not a
+        regular file, if they disagree (see the module docstring) or another writer holds the log's lock for over
+        ``AUDIT_LOCK_TIMEOUT_S``.
         """
         if not entries:
             return []
+        bounded = []
         for kind, fields in entries:
             if reserved := _CHAIN_KEYS & set(fields):
                 raise ValueError(f"audit entry {kind!r}: fields may not use the chain's keys {sorted(reserved)}")
+            # The JSON round trip stores the fields as a reader parses them back, so the line written is the
+            # canonical line of the entry read (a dict with int keys would otherwise sort differently once read).
+            bounded.append((kind, json.loads(json.dumps(_capped(fields)))))
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with _exclusive(self.path):
-                return self._append_locked(entries)
+                return self._append_locked(bounded)
         except LockError as exc:
             raise AuditError(str(exc)) from exc
         except OSError as exc:  # the folder cannot be created, or the lock file opened
@@ -161,9 +245,9 @@ class AuditLog:
             entry["hash"] = _digest(entry)
             written.append(entry)
             seq, prev = seq + 1, entry["hash"]
-        data = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in written).encode()
+        data = b"".join(entry_line(entry) for entry in written)
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = _open_regular(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot open the audit log for writing ({exc.strerror or exc})") from exc
         try:
@@ -203,21 +287,30 @@ class AuditLog:
         return seq, prev
 
     def _last_entry(self) -> tuple[int, str]:
-        if not self.path.exists():
-            return 0, GENESIS
+        """The next entry's ``seq`` and ``prev`` by the log's last line, which must be a sound, canonical entry."""
         try:
-            last, complete = _last_line(self.path)
+            fd = _open_regular(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return 0, GENESIS
         except OSError as exc:
             raise AuditError(f"{self.path}: cannot read the audit log ({exc.strerror or exc})") from exc
+        try:
+            last, complete = _last_line(fd)
+        except OSError as exc:
+            raise AuditError(f"{self.path}: cannot read the audit log ({exc.strerror or exc})") from exc
+        finally:
+            os.close(fd)
         if last is None:
             return 0, GENESIS
         if not complete:
             raise AuditError(f"{self.path}: the last line is incomplete (torn by a crash?); check it with "
                              f"`optin audit verify {self.path}` and recover with `optin audit repair {self.path}`")
         try:
-            entry = json.loads(last)
+            entry, repeated = _parse_line(last)
             if _digest(entry) != entry["hash"]:
                 raise ValueError("hash mismatch")
+            if problem := _canonical_problem(last, entry, repeated):
+                raise ValueError(problem)
             return int(entry["seq"]) + 1, str(entry["hash"])
         except (ValueError, KeyError, TypeError) as exc:
             raise AuditError(f"{self.path}: last entry is damaged ({exc}); run `optin audit verify` on it "
@@ -236,26 +329,29 @@ def _truncate(fd: int, size: int) -> bool:
     return True
 
 
-def _last_line(path: Path, chunk: int = 8192) -> tuple[bytes | None, bool]:
-    """The file's last non-blank line (without trailing whitespace), or None if every line is blank; and
-    whether the file ends with a newline (an append that did not finish leaves a line without one).
+def _last_line(fd: int, chunk: int = 8192) -> tuple[bytes | None, bool]:
+    """The last line of the open file ``fd``, exactly, without its newline (None for an empty file); and whether
+    the file ends with a newline (an append that did not finish leaves a line without one).
 
     Read backwards from the end, ``chunk`` bytes at a time, so an append costs the same whatever the
     log's length (a server's log gains several entries per node and round).
     """
-    with path.open("rb") as f:
-        position = f.seek(0, os.SEEK_END)
-        tail = b""
-        while position > 0:
-            step = min(chunk, position)
-            position -= step
-            f.seek(position)
-            tail = f.read(step) + tail
-            content = tail.rstrip()
-            start = content.rfind(b"\n")
-            if content and (start >= 0 or position == 0):
-                return content[start + 1:], tail.endswith(b"\n")
-    return None, True
+    size = os.fstat(fd).st_size
+    if size == 0:
+        return None, True
+    complete = os.pread(fd, 1, size - 1) == b"\n"
+    position = size - 1 if complete else size
+    blocks: list[bytes] = []
+    while position > 0:
+        step = min(chunk, position)
+        position -= step
+        block = os.pread(fd, step, position)
+        start = block.rfind(b"\n")
+        if start >= 0:
+            blocks.append(block[start + 1:])
+            break
+        blocks.append(block)
+    return b"".join(reversed(blocks)), complete
 
 
 @dataclass
@@ -277,8 +373,9 @@ class Verification:
 
 
 def read_entries(path: Path) -> Iterator[dict[str, Any]]:
-    """Every parseable entry of the log, in file order (use ``verify`` to know they are sound)."""
-    with path.open(encoding="utf-8") as f:
+    """Every parseable entry of the log, in file order (use ``verify`` to know they are sound); ``AuditError`` if
+    the log is not a regular file."""
+    with os.fdopen(_open_regular(path, os.O_RDONLY), encoding="utf-8") as f:
         for line in f:
             if line.strip():
                 try:
@@ -288,10 +385,12 @@ def read_entries(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def verify(path: Path) -> Verification:
-    """Check every entry's hash, the ``seq``/``prev`` chain, and the head file.
+    """Check that every line is a canonical entry (``entry_line``) with its newline, every entry's hash, the
+    ``seq``/``prev`` chain, and the head file.
 
     The log and head are read under the log's shared lock, so an append running at the same time is seen
-    either whole (entry and head) or not at all.
+    either whole (entry and head) or not at all. A log or head that cannot be read, or is not a regular file
+    (a FIFO, a device), is a problem named in the result, found without reading from it.
     """
     return verify_log(path).verification
 
@@ -340,13 +439,16 @@ def verify_log(path: Path, kinds: frozenset[str] = frozenset(), since: Checkpoin
     head_error = None
     try:
         with _shared(path):
-            with path.open("rb") as f:
+            with os.fdopen(_open_regular(path, os.O_RDONLY), "rb") as f:
                 inode = os.fstat(f.fileno()).st_ino
                 data = f.read()
             try:
                 anchor = _read_head(path)
             except AuditError as exc:
                 anchor, head_error = None, str(exc)
+    except AuditError as exc:
+        result.problems.append(str(exc))
+        return VerifiedLog(result, (), None)
     except (LockError, OSError) as exc:
         result.problems.append(f"{path}: cannot read the audit log ({exc})")
         return VerifiedLog(result, (), None)
@@ -363,7 +465,7 @@ def verify_log(path: Path, kinds: frozenset[str] = frozenset(), since: Checkpoin
     result.entries = known
     prev, expected_seq = (prefix.hash_of(known - 1), known) if prefix and known else (GENESIS, 0)
     digest.update(data[start:])
-    chain = _check_chain(path, data[start:].split(b"\n"), result, prev=prev, expected_seq=expected_seq,
+    chain = _check_chain(path, data[start:], result, prev=prev, expected_seq=expected_seq,
                          first_line=first_line, kinds=kinds, collected=collected)
     chain_sound = not result.problems
 
@@ -405,20 +507,27 @@ def _check_head(path: Path, last: tuple[int, str] | None, hash_of: Callable[[int
         result.problems.append(f"{head}: missing head file")
 
 
-def _check_chain(path: Path, lines: list[bytes], result: Verification, *, prev: str = GENESIS,
+def _check_chain(path: Path, data: bytes, result: Verification, *, prev: str = GENESIS,
                  expected_seq: int = 0, first_line: int = 1, kinds: frozenset[str] = frozenset(),
                  collected: list[tuple[int, dict[str, Any]]] | None = None) -> list[tuple[int, str]]:
-    """Check each non-blank line's hash and the ``seq``/``prev`` chain (numbering lines from ``first_line``,
-    continuing a chain whose next entry is ``expected_seq`` after ``prev``), adding every problem to ``result``
+    """Check the lines of ``data`` (whole lines of a log, from a line's start): each is a canonical entry ending
+    in a newline, with a matching hash, and the ``seq``/``prev`` chain holds (numbering lines from ``first_line``,
+    continuing a chain whose next entry is ``expected_seq`` after ``prev``). Adds every problem to ``result``
     and every parsed entry whose kind is in ``kinds`` to ``collected``; returns ``(seq, hash)`` of each entry
     in order (an unreadable line: its expected seq and "?")."""
     chain: list[tuple[int, str]] = []
+    lines = data.split(b"\n")  # the final element is what follows the last newline: b"" unless a line lacks it
     for number, line in enumerate(lines, start=first_line):
-        if not line.strip():
-            continue
         where = f"{path}:{number}"
+        terminated = number - first_line < len(lines) - 1
+        if not line.strip():
+            if terminated:
+                result.problems.append(f"{where}: a blank line (the log's writer writes none)")
+            elif line:
+                result.problems.append(f"{where}: whitespace after the last line")
+            continue
         try:
-            entry = json.loads(line)
+            entry, repeated = _parse_line(line)
             seq, stored_hash, stored_prev = entry["seq"], entry["hash"], entry["prev"]
             if type(seq) is not int or not isinstance(stored_hash, str):
                 raise TypeError("seq must be an integer and hash a string")
@@ -430,6 +539,11 @@ def _check_chain(path: Path, lines: list[bytes], result: Verification, *, prev: 
         result.entries += 1
         if _digest(entry) != stored_hash:
             result.problems.append(f"{where}: entry {seq} was edited (hash mismatch)")
+        if problem := _canonical_problem(line, entry, repeated):
+            result.problems.append(f"{where}: entry {seq} is {problem}")
+        if not terminated:
+            result.problems.append(f"{where}: entry {seq} has no newline at its end (an append cut short by a "
+                                   "crash? `optin audit repair` moves it aside)")
         if seq != expected_seq:
             result.problems.append(f"{where}: expected entry {expected_seq}, found {seq} "
                                    "(an entry was deleted, inserted or reordered)")
@@ -443,14 +557,18 @@ def _check_chain(path: Path, lines: list[bytes], result: Verification, *, prev: 
 
 
 def _read_head(path: Path) -> tuple[int, str] | None:
-    """``(seq, hash)`` the head file names, or None when there is no head file; ``AuditError`` if unreadable."""
+    """``(seq, hash)`` the head file names, or None when there is no head file; ``AuditError`` if it is unreadable,
+    not a regular file, or over ``HEAD_MAX_BYTES``."""
     head = _head_path(path)
-    if not head.exists():
+    try:
+        # A regular file of at most HEAD_MAX_BYTES, checked before any byte is read: a FIFO cannot hang the reader.
+        data = read_bytes(head, HEAD_MAX_BYTES, error=AuditError)
+    except FileNotFoundError:
         return None
     try:
-        anchor = json.loads(head.read_text(encoding="utf-8"))
+        anchor = json.loads(data)
         return int(anchor["seq"]), str(anchor["hash"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         raise AuditError(f"{head}: unreadable head file ({exc})") from exc
 
 
@@ -498,17 +616,26 @@ def repair(path: Path) -> Repair:
     It holds the log's exclusive lock throughout, so appends wait for it; still, stop the node first, so that
     what it would log meanwhile is not refused.
     """
-    if not path.is_file():
+    if not path.exists():
         raise AuditError(f"{path}: no such audit log")
     try:
         with _exclusive(path):
-            return _repair_locked(path)
+            try:
+                fd = _open_regular(path, os.O_RDWR)
+            except OSError as exc:
+                raise AuditError(f"{path}: cannot open the audit log ({exc.strerror or exc})") from exc
+            try:
+                return _repair_locked(path, fd)
+            finally:
+                os.close(fd)
     except LockError as exc:
         raise AuditError(str(exc)) from exc
 
 
-def _repair_locked(path: Path) -> Repair:
-    data = path.read_bytes()
+def _repair_locked(path: Path, fd: int) -> Repair:
+    """``repair`` for a caller that holds the log's exclusive lock and has it open (read and write) as ``fd``."""
+    with open(fd, "rb", closefd=False) as f:  # the caller closes fd, which is used again to truncate
+        data = f.read()
     lines = data.split(b"\n")  # the final element is what follows the last newline: b"" when none is torn
     keep = len(data) - len(lines[-1])
     if not lines[-1]:
@@ -517,9 +644,8 @@ def _repair_locked(path: Path) -> Repair:
         if complete and not _parses(lines[complete[-1]]):
             keep = sum(len(line) + 1 for line in lines[:complete[-1]])
     torn = data[keep:]
-    prefix = data[:keep].split(b"\n")
     result = Verification()
-    chain = _check_chain(path, prefix, result)
+    chain = _check_chain(path, data[:keep], result)
     if result.problems:
         raise AuditError(f"{path}: not repaired: entries before the last line do not verify (tampering is "
                          f"never repaired): {'; '.join(result.problems)}")
@@ -543,9 +669,8 @@ def _repair_locked(path: Path) -> Repair:
         if torn:
             torn_sha256 = hashlib.sha256(torn).hexdigest()
             torn_file = _set_aside(path, torn)
-            with path.open("r+b") as f:
-                f.truncate(keep)
-                os.fsync(f.fileno())
+            os.ftruncate(fd, keep)
+            os.fsync(fd)
         if last is not None:
             _write_head(path, *last)
     except OSError as exc:

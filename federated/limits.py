@@ -18,10 +18,15 @@ INDEX_FILE_MAX_BYTES = 64 * MIB
 an IRC ``source.toml``."""
 DATA_FILE_MAX_BYTES = 64 * MIB
 """One message file: a Slack day file, a JSONL file, an IRC log."""
+JSONL_LINE_MAX_BYTES = 1 * MIB
+"""One line of a JSONL file (read one line at a time): a message of ``MESSAGE_MAX_CHARS`` characters, even
+JSON-escaped, fits many times over."""
 WORKSPACE_MAX_BYTES = 512 * MIB
-"""All message files of one workspace together."""
+"""All message files of one workspace together (each file's size counted before it is read); a workspace
+with more is refused. At both workspace limits a load peaks at about 1 GiB (docs/data.md)."""
 WORKSPACE_MAX_MESSAGES = 250_000
-"""Messages kept from one workspace (after skipping); a workspace with more is refused, not sampled."""
+"""Messages read from one workspace (the entries its layout keeps, counted as they are read; one later
+skipped as ``too_long`` counts too); a workspace with more is refused as soon as it is read, not sampled."""
 MESSAGE_MAX_CHARS = 4_096
 """Characters of one message's text kept, before scrubbing: the text is cut at the last whitespace at or
 before this many characters (a message with no whitespace there is skipped as ``too_long``). No scrubbing
@@ -44,6 +49,8 @@ grow with the sampling rate the server asks for."""
 LOGGED_STRING_MAX_CHARS = 256
 """A string from outside the node (a round's group id, an error detail quoting a value) is cut to this many
 characters, with a marker saying how many were cut, before it is logged or audited."""
+LOGGED_LIST_MAX_ITEMS = 64
+"""Items of one list field kept in an audit entry; a longer list keeps its first ones and a marker item."""
 
 
 def cut(text: str, limit: int = LOGGED_STRING_MAX_CHARS) -> str:

@@ -44,23 +44,35 @@ def check_inside(path: Path, root: Path, error: type[OptinError] = DataError) ->
                     "a node reads only files inside its own workspace folder")
 
 
-def read_bytes(path: Path, limit: int, *, root: Path | None = None, error: type[OptinError] = DataError) -> bytes:
-    """The content of the regular file ``path``, at most ``limit`` bytes (see the module docstring)."""
-    if root is not None:
-        check_inside(path, root, error)
+def open_regular(path: Path, flags: int = os.O_RDONLY, *, error: type[OptinError] = DataError) -> int:
+    """A descriptor of ``path`` opened with ``flags``, once ``fstat`` shows a regular file; ``error`` naming what it
+    is otherwise. The open does not block (``O_NONBLOCK``) and nothing is read before the check, so a FIFO or a
+    device is refused at once. ``FileNotFoundError`` is raised as is; another failed open is an ``error``."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        fd = os.open(path, flags | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC, 0o644)
     except FileNotFoundError:
         raise  # absent is the caller's case to name (e.g. "policy-missing"), not an unreadable file
     except OSError as exc:
         raise error(f"{path}: cannot be opened ({exc.strerror or exc})") from None
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            kind = _KINDS.get(stat.S_IFMT(info.st_mode), "not a regular file")
-            raise error(f"{path}: is {kind}; expected a regular file")
-        if info.st_size > limit:
-            raise error(f"{path}: is {human_bytes(info.st_size)}, over the node's limit of {human_bytes(limit)} "
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{path}: is {_KINDS.get(stat.S_IFMT(mode), 'not a regular file')}; expected a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_bytes(path: Path, limit: int, *, root: Path | None = None, error: type[OptinError] = DataError) -> bytes:
+    """The content of the regular file ``path``, at most ``limit`` bytes (see the module docstring)."""
+    if root is not None:
+        check_inside(path, root, error)
+    fd = open_regular(path, error=error)
+    try:
+        size = os.fstat(fd).st_size
+        if size > limit:
+            raise error(f"{path}: is {human_bytes(size)}, over the node's limit of {human_bytes(limit)} "
                         "for this file")
         chunks, total = [], 0
         while total <= limit:
@@ -80,11 +92,16 @@ def read_bytes(path: Path, limit: int, *, root: Path | None = None, error: type[
 
 def read_text(path: Path, limit: int, *, root: Path | None = None, error: type[OptinError] = DataError) -> str:
     """``read_bytes`` decoded as UTF-8; a byte-order mark or an invalid byte is an ``error`` naming it."""
-    data = read_bytes(path, limit, root=root, error=error)
-    if data.startswith(_BOM):
+    return decode_utf8(read_bytes(path, limit, root=root, error=error), path, error=error)
+
+
+def decode_utf8(data: bytes, path: Path, offset: int = 0, *, error: type[OptinError] = DataError) -> str:
+    """``data``, read from ``path`` at byte ``offset``, as UTF-8 text; a byte-order mark at the start of the file or
+    an invalid byte is an ``error`` naming the file and the byte."""
+    if offset == 0 and data.startswith(_BOM):
         raise error(f"{path}: starts with a UTF-8 byte-order mark (BOM); expected UTF-8 text without one "
                     "(save the file as plain UTF-8)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise error(f"{path}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+        raise error(f"{path}: not valid UTF-8 ({exc.reason} at byte {offset + exc.start})") from None

@@ -31,8 +31,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from federated.data.files import DataFolder
 from federated.data.records import ChatMessage
 from federated.errors import DataError
+from federated.limits import DATA_FILE_MAX_BYTES
+from federated.safe_files import read_text
 
 log = logging.getLogger("optin.data.irc")
 
@@ -79,23 +82,33 @@ class ParsedLog:
     nicks: set[str] = field(default_factory=set)
 
 
-def read_log_lines(file: Path) -> list[str]:
-    """The lines of a UTF-8 log file (no line terminators); ``DataError`` if unreadable."""
-    try:
-        text = Path(file).read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{file}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{file}: cannot be read ({exc.strerror or exc})") from None
+def read_log_lines(file: Path, folder: DataFolder | None = None) -> list[str]:
+    """The lines of a UTF-8 log file (no line terminators); ``DataError`` naming the file if unreadable.
+
+    The file is read as a message file of the workspace whose data folder is ``folder`` (within its limits,
+    ``federated.data.files``), or, without one (a corpus being partitioned), as any regular file of at most
+    ``DATA_FILE_MAX_BYTES``.
+    """
+    if folder is not None:
+        text = folder.message_text(file)
+    else:
+        try:
+            text = read_text(Path(file), DATA_FILE_MAX_BYTES)
+        except FileNotFoundError:
+            raise DataError(f"{file}: not found") from None
     lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line.rstrip("\r") for line in lines]
 
 
-def parse_log(piece: LogSlice) -> ParsedLog:
-    """Parse one slice; raises ``DataError`` (file and line) for a line in no known format or a bad slice."""
-    lines = read_log_lines(piece.file)
+def parse_log(piece: LogSlice, folder: DataFolder | None = None, kept: int = 0) -> ParsedLog:
+    """Parse one slice; raises ``DataError`` (file and line) for a line in no known format or a bad slice.
+
+    With ``folder`` the file is read as one of that workspace's message files (``read_log_lines``), and the
+    workspace's message limit is checked as messages are kept (``kept`` were kept before this slice).
+    """
+    lines = read_log_lines(piece.file, folder)
     stop = len(lines) if piece.stop is None else piece.stop
     if not 0 <= piece.start <= stop <= len(lines):
         raise DataError(f"{piece.file}: slice [{piece.start}, {stop}) is outside the file's {len(lines)} lines")
@@ -129,6 +142,8 @@ def parse_log(piece: LogSlice) -> ParsedLog:
             continue
         parsed.messages.append(ChatMessage(ts=_ts(date or day, seconds or 0, index), user=nick,
                                            channel=channel, text=text))
+        if folder is not None:
+            folder.check_messages(kept + len(parsed.messages), piece.file)
     log.debug("%s: %d messages, %d lines skipped", piece.file, len(parsed.messages), sum(parsed.skipped.values()))
     return parsed
 

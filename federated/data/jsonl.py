@@ -12,6 +12,10 @@ timestamp string with microseconds. ``user``, ``channel`` and ``text`` are
 strings. Other keys are ignored. Blank lines (``"blank_line"``) and messages
 with blank text (``"empty_text"``) are counted as skipped; a line that is not
 such an object is a ``DataError`` naming the file and line.
+
+Files are read one line at a time, within the node's limits (``federated.data.files``): every
+``*.jsonl`` entry is a message file, so one that is not a regular file (a FIFO, a folder) or whose
+symbolic link leaves the data folder is an error, never silently passed over.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from federated.data.irc import read_log_lines
+from federated.data.files import DataFolder
 from federated.data.records import ChatMessage
 from federated.data.roster import read_roster
 from federated.data.source import SourceData, Tally, assemble, has_lone_surrogate, json_limit
@@ -36,8 +40,9 @@ _MICRO = Decimal("0.000001")
 
 
 def jsonl_files(path: Path) -> list[Path]:
-    """The ``*.jsonl`` files directly in ``path``, in name order."""
-    return sorted(p for p in Path(path).glob("*.jsonl") if p.is_file())
+    """The entries named ``*.jsonl`` directly in ``path``, of any kind (only regular files can be read), in
+    name order."""
+    return sorted(Path(path).glob("*.jsonl"))
 
 
 def read_jsonl(path: Path, *, name: str | None = None, skip_bad_files: bool = False) -> SourceData:
@@ -50,25 +55,25 @@ def read_jsonl(path: Path, *, name: str | None = None, skip_bad_files: bool = Fa
     a bad line is skipped whole and listed.
     """
     path = Path(path)
+    folder = DataFolder(path)
     tally = Tally("jsonl")
     messages: list[ChatMessage] = []
     for file in jsonl_files(path):
         try:
-            file_messages = _read_file(file, tally)
+            file_messages = _read_file(file, folder, tally, len(messages))
         except DataError as exc:
-            if not skip_bad_files:
-                raise
-            tally.skip_file(file, str(exc))
+            tally.bad_file(file, exc, skip_bad_files)
             continue
         messages.extend(file_messages)
-    return assemble(messages, name if name is not None else path.name, read_roster(path), tally)
+    return assemble(messages, name if name is not None else path.name, read_roster(folder), tally)
 
 
-def _read_file(file: Path, tally: Tally) -> list[ChatMessage]:
-    """All messages of one file; skips are counted only when the whole file is good."""
+def _read_file(file: Path, folder: DataFolder, tally: Tally, kept: int) -> list[ChatMessage]:
+    """All messages of one file (``kept`` messages were kept before it); skips are counted only when the whole
+    file is good."""
     messages: list[ChatMessage] = []
     skipped = {"blank_line": 0, "empty_text": 0}
-    for number, line in enumerate(read_log_lines(file), start=1):
+    for number, line in enumerate(folder.message_lines(file), start=1):
         if not line.strip():
             skipped["blank_line"] += 1
             continue
@@ -86,6 +91,7 @@ def _read_file(file: Path, tally: Tally) -> list[ChatMessage]:
             skipped["empty_text"] += 1
         else:
             messages.append(message)
+            folder.check_messages(kept + len(messages), file)
     for reason, count in skipped.items():
         if count:
             tally.skip(reason, count)

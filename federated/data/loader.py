@@ -8,9 +8,11 @@ texts before they go anywhere else.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 
+from federated.data.files import require_folder
 from federated.data.jsonl import jsonl_files, read_jsonl
 from federated.data.manifest import MANIFEST_FILE, read_irc_workspace
 from federated.data.records import Workspace
@@ -27,16 +29,16 @@ READERS: dict[str, Reader] = {"slack": read_slack_export, "irc": read_irc_worksp
 
 def detect_layout(path: Path) -> str:
     """``"irc"`` if ``path`` holds ``source.toml``, ``"slack"`` if it holds ``users.json`` or
-    ``channels.json``, ``"jsonl"`` if it holds ``*.jsonl`` files (checked in that order).
+    ``channels.json``, ``"jsonl"`` if it holds ``*.jsonl`` entries (checked in that order). An entry of
+    any kind counts (a FIFO ``users.json`` is a Slack export whose ``users.json`` the reader refuses).
 
-    Raises ``DataError`` naming the folder if it is missing or matches none of them.
+    Raises ``DataError`` naming the folder if it is missing, not a folder, or matches none of them.
     """
     path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"workspace data folder not found: {path}")
-    if (path / MANIFEST_FILE).is_file():
+    require_folder(path)
+    if os.path.lexists(path / MANIFEST_FILE):
         return "irc"
-    if (path / "users.json").exists() or (path / "channels.json").exists():
+    if os.path.lexists(path / "users.json") or os.path.lexists(path / "channels.json"):
         return "slack"
     if jsonl_files(path):
         return "jsonl"

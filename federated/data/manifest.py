@@ -15,7 +15,10 @@ message text, so a workspace built from a public corpus copies nothing::
     stop = 1200                                 # optional: end line (exclusive), default: end of file
 
 Unknown keys, missing keys and wrong types are ``DataError``s naming the file
-and the key.
+and the key. ``source.toml`` itself is read as an index file of the data folder
+(``federated.data.files``: a regular file inside the folder). The log files it
+names outside the data folder are read where they are (a public corpus, on
+purpose); a log file under the data folder must stay inside it, like any file there.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from federated.data.files import DataFolder
 from federated.data.irc import LogSlice, parse_log
 from federated.data.records import ChatMessage
 from federated.data.roster import read_roster
@@ -53,14 +57,18 @@ class IrcManifest:
 
 
 def read_manifest(file: Path) -> IrcManifest:
-    """Parse and validate a manifest; relative ``root`` is resolved against the manifest's folder."""
+    """Parse and validate a manifest; relative ``root`` is resolved against the manifest's folder.
+
+    The manifest is read as an index file of its folder (a regular file inside it); ``DataError`` naming
+    the file if it is absent, unreadable or malformed.
+    """
     file = Path(file)
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
+        data = tomllib.loads(DataFolder(file.parent).index_text(file))
     except tomllib.TOMLDecodeError as exc:
         raise DataError(f"{file}: malformed TOML: {exc}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{file}: cannot be read ({exc})") from None
+    except FileNotFoundError:
+        raise DataError(f"{file}: not found") from None
     _check_keys(data, _TOP_KEYS, _REQUIRED_TOP, file, "")
     if data["format"] != "irc":
         raise DataError(f"{file}: key 'format' expected \"irc\", got {data['format']!r}")
@@ -102,21 +110,20 @@ def read_irc_workspace(path: Path, *, name: str | None = None, skip_bad_files: b
     ``skip_bad_files`` it is skipped and listed in the report.
     """
     path = Path(path)
+    folder = DataFolder(path)
     manifest = read_manifest(path / MANIFEST_FILE)
     tally = Tally("irc")
     messages: list[ChatMessage] = []
     for piece in manifest.slices:
         try:
-            parsed = parse_log(piece)
+            parsed = parse_log(piece, folder, len(messages))
         except DataError as exc:
-            if not skip_bad_files:
-                raise
-            tally.skip_file(piece.file, str(exc))
+            tally.bad_file(piece.file, exc, skip_bad_files)
             continue
         for reason, count in parsed.skipped.items():
             tally.skip(reason, count)
         messages.extend(parsed.messages)
-    return assemble(messages, name if name is not None else path.name, read_roster(path), tally)
+    return assemble(messages, name if name is not None else path.name, read_roster(folder), tally)
 
 
 def _slice(entry: Any, index: int, root: Path, channel: str, file: Path) -> LogSlice:

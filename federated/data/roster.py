@@ -16,23 +16,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from federated.data.files import DataFolder
 from federated.errors import DataError
 
 ROSTER_FILE = "roster.txt"
 
 
-def read_roster(folder: Path) -> frozenset[str]:
-    """The names in ``folder/roster.txt``, or none if the file is absent.
+def read_roster(folder: DataFolder) -> frozenset[str]:
+    """The names in ``roster.txt`` of the data folder ``folder``, or none if the file does not exist.
 
-    Raises ``DataError`` naming the file if it exists but cannot be read as UTF-8 text.
+    Raises ``DataError`` naming the file if it exists but is not a regular UTF-8 text file inside the folder
+    within the node's size limit (``federated.data.files``).
     """
-    path = Path(folder) / ROSTER_FILE
-    if not path.exists():
-        return frozenset()
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: roster cannot be read as UTF-8 text ({exc})") from None
+        text = folder.index_text(folder.path / ROSTER_FILE)
+    except FileNotFoundError:
+        return frozenset()
     names = (line.strip() for line in text.splitlines())
     return frozenset(name for name in names if name and not name.startswith("#"))
 

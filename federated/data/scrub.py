@@ -30,6 +30,10 @@ called ``ubuntu`` or ``root``) is scrubbed everywhere, which costs some
 utility, never privacy; digits split by separators
 (``555-123-4567``) are runs of fewer digits and are kept. Scrubbing is
 defence in depth: the privacy guarantee is DP-SGD's.
+
+Cost: linear in the text's length, whatever the text (no rule is retried from every position of a long
+run). No rule matches across whitespace, so scrubbing a text cut at a whitespace character gives exactly
+a prefix of what the whole text scrubs to (``federated.limits.MESSAGE_MAX_CHARS`` relies on it).
 """
 
 from __future__ import annotations
@@ -48,12 +52,19 @@ log = logging.getLogger("optin.data.scrub")
 USER, NAME, EMAIL, URL, NUMBER = "<user>", "<name>", "<email>", "<url>", "<number>"
 
 _WORD_CHARS = r"\w\-\[\]\\^{}|`"
+_LOCAL_CHAR = r"[\w.+\-]"  # an e-mail address's local part
+# Possessive local part: the only "@" it can reach is the one right after its run, so giving back
+# characters could never help, and trying again from a later start in the same run always fails the same way.
+_EMAIL = rf"{_LOCAL_CHAR}++@[\w\-]+(?:\.[\w\-]+)*\.[^\W\d_]{{2,}}"
 _PATTERN = re.compile(
     r"(?P<url>(?:(?:https?|ftp)://|www\.)[^\s<>\"]+)"
-    r"|(?P<email>[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)*\.[^\W\d_]{2,})"
+    rf"|(?P<email>(?<!{_LOCAL_CHAR}){_EMAIL})"  # tried at the start of a run only; see Scrubber._scan
     rf"|(?P<mention>@(?P<handle>[{_WORD_CHARS}.]*[{_WORD_CHARS}]))"
     rf"|(?P<word>[{_WORD_CHARS}]+)"
 )
+_EMAIL_AT = re.compile(rf"(?P<email>{_EMAIL})")
+_IS_LOCAL = re.compile(_LOCAL_CHAR)
+_NOT_LOCAL = re.compile(rf"(?!{_LOCAL_CHAR}).", re.DOTALL)
 _NAME_TOKEN = re.compile(rf"[{_WORD_CHARS}]+")
 _SLACK_USER_ID = re.compile(r"^[UW][A-Z0-9]{6,}$")
 _URL_TRAILING = ".,;:!?)]}'\""
@@ -106,7 +117,30 @@ class Scrubber:
         self._digits = re.compile(rf"\d{{{options.min_digits},}}")
 
     def __call__(self, text: str) -> str:
-        return _PATTERN.sub(self._replace, text)
+        return self._scan(text)
+
+    def _scan(self, text: str) -> str:
+        """One left-to-right pass, as ``_PATTERN.sub`` with the e-mail rule tried at every position would do it,
+        in linear time.
+
+        At a position inside a run of local-part characters the e-mail rule gives the same answer as at the
+        first position of that run the pass reaches (the same "@" and domain follow), so it is tried only
+        there: at the run's start (the pattern's lookbehind), or right after a match that began before the
+        run and ended inside it (a word such as ``a|b`` or a mention running into it), tried here. A URL
+        cannot start at such a position (it is ".", "+", "-", "_" or a digit), so trying the e-mail rule
+        first keeps the rules' order.
+        """
+        out: list[str] = []
+        pos = 0
+        while (found := _PATTERN.search(text, pos)) is not None:
+            out.append(text[pos:found.start()])
+            match: re.Match[str] | None = found
+            while match is not None:
+                out.append(self._replace(match))
+                pos = match.end()
+                match = _EMAIL_AT.match(text, pos) if _enters_run(text, match) else None
+        out.append(text[pos:])
+        return "".join(out)
 
     def _replace(self, match: re.Match[str]) -> str:
         kind = match.lastgroup
@@ -120,7 +154,7 @@ class Scrubber:
             handle = match.group("handle")
             if self.options.mentions and self._is_member(handle):
                 return self._count(USER)
-            return "@" + _PATTERN.sub(self._replace, handle)
+            return "@" + self._scan(handle)
         return self._word(match.group())
 
     def _word(self, word: str) -> str:
@@ -136,6 +170,13 @@ class Scrubber:
     def _count(self, placeholder: str) -> str:
         self.counts[placeholder] += 1
         return placeholder
+
+
+def _enters_run(text: str, match: re.Match[str]) -> bool:
+    """Whether ``match`` ended inside a run of local-part characters that began after ``match`` began."""
+    end = match.end()  # > match.start(): no rule matches the empty string
+    return (_IS_LOCAL.match(text, end) is not None and _IS_LOCAL.match(text, end - 1) is not None
+            and _NOT_LOCAL.search(text, match.start(), end) is not None)
 
 
 def name_keys(names: Iterable[str], min_length: int) -> frozenset[str]:

@@ -11,24 +11,28 @@ Layout read (the one Slack's workspace export produces)::
 
 Every conversation listed in an index above is read; its messages get the
 folder name as ``channel``. Anything else under the folder (unlisted folders,
-``integration_logs.json``, non-JSON files in a conversation folder) is not
-read and is listed in the report's ``skipped_files``. This module only parses:
-it never writes, and it raises ``DataError`` (naming the file, and the line
-where known) for anything malformed.
+``integration_logs.json``, files in a conversation folder not named ``*.json``)
+is not read and is listed in the report's ``skipped_files``. This module only
+parses: it never writes, and it raises ``DataError`` (naming the file, and the
+line where known) for anything malformed. Files are read within the node's
+limits (``federated.data.files``): an index file or a ``*.json`` entry of a
+conversation folder that is not a regular file (a FIFO, a device, a folder), or
+a file or conversation folder whose symbolic link leaves the export, is an error.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from federated.data.files import DataFolder, require_folder
 from federated.data.records import ChatMessage, Workspace
 from federated.data.slack_markup import render
-from federated.data.source import SourceData, Tally, has_lone_surrogate, json_limit
+from federated.data.source import SourceData, Tally, assemble, has_lone_surrogate, json_limit
 from federated.errors import DataError
 
 log = logging.getLogger("optin.data.slack_export")
@@ -100,80 +104,99 @@ def read_slack_export(path: Path, *, name: str | None = None, skip_bad_files: bo
     not an object, has a bad timestamp or a subtype that is not a string (a
     JSON file whose strings escape an unpaired UTF-16 surrogate is malformed
     too). With ``skip_bad_files`` such a day file is skipped whole instead and
-    listed in the report.
+    listed in the report. Files are read within the node's limits
+    (``federated.data.files``); a text longer than ``MESSAGE_MAX_CHARS`` is cut
+    or skipped as ``too_long`` (``federated.data.source.cut_text``).
     """
     path = Path(path)
-    if not path.is_dir():
-        raise DataError(f"workspace data folder not found: {path}")
+    require_folder(path)
+    data = DataFolder(path)
     tally = Tally("slack")
-    users = _read_required_list(path / "users.json")
+    users = _read_index(data, path / "users.json", required=True)
     members, member_names, handles, bots, names = _members(users, path / "users.json")
-    conversations = _conversations(path)
+    conversations = _conversations(data)
     folders = [folder for folder, _ in conversations]
     ids = {cid: folder for folder, cid in conversations if cid}
     _skip_unread(path, set(folders), tally)
+    rules = _Rules(bots, keep_subtypes, handles if render_markup else None, ids)
 
     messages: list[ChatMessage] = []
     for folder_name in folders:
-        folder = path / folder_name
-        if not folder.is_dir():
+        try:
+            day_files = _day_files(data, path / folder_name, tally)
+        except DataError as exc:
+            tally.bad_file(path / folder_name, exc, skip_bad_files)
             continue
-        for entry in sorted(folder.iterdir()):
-            if entry.suffix != ".json" or not entry.is_file():
-                tally.skip_file(entry, "not a JSON day file")
-                continue
+        for day_file in day_files:
             try:
-                day = _read_day(entry, folder_name, bots, keep_subtypes)
+                day = _read_day(data, day_file, folder_name, rules, len(messages))
             except DataError as exc:
-                if not skip_bad_files:
-                    raise
-                tally.skip_file(entry, str(exc))
+                tally.bad_file(day_file, exc, skip_bad_files)
                 continue
             for reason, count in day.skipped.items():
                 tally.skip(reason, count)
             messages.extend(day.messages)
-    if render_markup:
-        messages = _rendered(messages, handles, ids, tally)
-    messages.sort(key=ChatMessage.sort_key)
-    report = tally.report(len(messages))
-    log.debug("loaded %d messages from %s (%d entries skipped)", len(messages), path, report.total_skipped)
-    workspace = Workspace(
-        name=name if name is not None else path.name,
-        members=tuple(members),
-        channels=tuple(folders),
-        messages=tuple(messages),
-        member_names=tuple(member_names),
-        report=report,
-    )
     # users.json lists the members whether or not they wrote anything: a roster, not a summary of messages.
-    return SourceData(workspace, frozenset(names), frozenset(members))
+    source = assemble(messages, name if name is not None else path.name, frozenset(names), tally,
+                      members=tuple(members), channels=tuple(folders), member_names=tuple(member_names),
+                      ids=frozenset(members))
+    log.debug("loaded %d messages from %s", len(source.workspace.messages), path)
+    return source
 
 
 @dataclass(frozen=True)
+class _Rules:
+    """What a day file's entries are kept and rendered by: bot ids, kept subtypes, and for rendering markup
+    (``handles`` is ``None`` when markup is kept as stored) member handles and conversation names by id."""
+
+    bots: frozenset[str]
+    keep_subtypes: frozenset[str]
+    handles: dict[str, str] | None
+    conversations: dict[str, str]
+
+
+@dataclass
 class _Day:
-    messages: list[ChatMessage]
-    skipped: dict[str, int]
+    messages: list[ChatMessage] = field(default_factory=list)
+    skipped: dict[str, int] = field(default_factory=dict)
 
 
-def _read_day(day_file: Path, channel: str, bots: frozenset[str], keep_subtypes: frozenset[str]) -> _Day:
-    """All of one day file, or a ``DataError``: a bad file contributes nothing."""
-    day = _read_json(day_file)
+def _day_files(data: DataFolder, folder: Path, tally: Tally) -> list[Path]:
+    """The ``*.json`` entries of a conversation folder, in name order (none if it does not exist); other
+    entries are listed as skipped. ``DataError`` if the folder leaves the export or cannot be listed."""
+    if not os.path.lexists(folder):
+        return []  # a conversation without messages has no folder
+    data.check_inside(folder)
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise DataError(f"{folder}: cannot be listed as a conversation folder ({exc.strerror or exc})") from None
+    for entry in entries:
+        if entry.suffix != ".json":
+            tally.skip_file(entry, "not a JSON day file")
+    return [entry for entry in entries if entry.suffix == ".json"]
+
+
+def _read_day(data: DataFolder, day_file: Path, channel: str, rules: _Rules, kept: int) -> _Day:
+    """All of one day file, or a ``DataError``: a bad file contributes nothing. ``kept`` messages were kept
+    before it, for the workspace's message limit."""
+    day = _read_json(day_file, data.message_text(day_file))
     if not isinstance(day, list):
         raise DataError(f"{day_file}: expected a JSON list of messages, got {type(day).__name__}")
-    messages: list[ChatMessage] = []
-    skipped: dict[str, int] = {}
+    result = _Day()
     for index, entry in enumerate(day):
-        message_or_reason = _parse_message(entry, channel, day_file, index, bots, keep_subtypes)
+        message_or_reason = _parse_message(entry, channel, day_file, index, rules)
         if isinstance(message_or_reason, str):
-            skipped[message_or_reason] = skipped.get(message_or_reason, 0) + 1
+            result.skipped[message_or_reason] = result.skipped.get(message_or_reason, 0) + 1
         else:
-            messages.append(message_or_reason)
-    return _Day(messages, skipped)
+            result.messages.append(message_or_reason)
+            data.check_messages(kept + len(result.messages), day_file)
+    return result
 
 
-def _parse_message(entry: Any, channel: str, day_file: Path, index: int, bots: frozenset[str],
-                   keep_subtypes: frozenset[str]) -> ChatMessage | str:
-    """The message in ``entry``, or the reason it is not training text."""
+def _parse_message(entry: Any, channel: str, day_file: Path, index: int, rules: _Rules) -> ChatMessage | str:
+    """The message in ``entry`` (its markup rendered if ``rules`` say so), or the reason it is not training
+    text; a message that renders blank is ``"empty_text"``."""
     if not isinstance(entry, dict):
         raise DataError(f"{day_file}: entry {index} is not a JSON object")
     if entry.get("type") != "message":
@@ -181,10 +204,10 @@ def _parse_message(entry: Any, channel: str, day_file: Path, index: int, bots: f
     subtype = entry.get("subtype")
     if subtype is not None and not isinstance(subtype, str):
         raise DataError(f"{day_file}: entry {index}: 'subtype' expected a string, got {type(subtype).__name__}")
-    if subtype is not None and subtype not in keep_subtypes:
+    if subtype is not None and subtype not in rules.keep_subtypes:
         return f"subtype:{subtype}"
     user = entry.get("user")
-    if "bot_id" in entry or (isinstance(user, str) and user in bots):
+    if "bot_id" in entry or (isinstance(user, str) and user in rules.bots):
         return "bot"
     if not isinstance(user, str) or not user:
         return "no_user"
@@ -192,23 +215,14 @@ def _parse_message(entry: Any, channel: str, day_file: Path, index: int, bots: f
     if not isinstance(text, str) or not text.strip():
         return "empty_text"
     try:
-        return ChatMessage(ts=entry.get("ts"), user=user, channel=channel, text=text,
-                           thread_ts=entry.get("thread_ts"))
+        message = ChatMessage(ts=entry.get("ts"), user=user, channel=channel, text=text,
+                              thread_ts=entry.get("thread_ts"))
     except ValueError as exc:
         raise DataError(f"{day_file}: entry {index}: {exc}") from None
-
-
-def _rendered(messages: list[ChatMessage], handles: Mapping[str, str], conversations: Mapping[str, str],
-              tally: Tally) -> list[ChatMessage]:
-    """Messages with their markup rendered; one that renders blank is skipped as ``empty_text``."""
-    out = []
-    for message in messages:
-        text = render(message.text, handles, conversations)
-        if text.strip():
-            out.append(replace(message, text=text))
-        else:
-            tally.skip("empty_text")
-    return out
+    if rules.handles is None:
+        return message
+    rendered = render(text, rules.handles, rules.conversations)
+    return replace(message, text=rendered) if rendered.strip() else "empty_text"
 
 
 def _members(users: list[Any], file: Path) -> tuple[list[str], list[str], dict[str, str], frozenset[str], set[str]]:
@@ -235,15 +249,13 @@ def _members(users: list[Any], file: Path) -> tuple[list[str], list[str], dict[s
     return members, member_names, dict(zip(members, member_names)), frozenset(bots), names
 
 
-def _conversations(path: Path) -> list[tuple[str, str | None]]:
+def _conversations(data: DataFolder) -> list[tuple[str, str | None]]:
     """(folder name, conversation id) of every conversation in the index files, in index order."""
     found: list[tuple[str, str | None]] = []
     seen: set[str] = set()
     for index in CONVERSATION_INDEXES:
-        file = path / index.file
-        if not index.required and not file.exists():
-            continue
-        for i, entry in enumerate(_read_required_list(file)):
+        file = data.path / index.file
+        for i, entry in enumerate(_read_index(data, file, index.required)):
             folder = entry.get(index.folder_field) if isinstance(entry, dict) else None
             if not isinstance(folder, str) or not _is_safe_folder_name(folder):
                 raise DataError(
@@ -262,28 +274,30 @@ def _skip_unread(path: Path, folders: set[str], tally: Tally) -> None:
     """List what the layout does not read: unlisted folders and other top-level files."""
     known_files = {"users.json"} | {index.file for index in CONVERSATION_INDEXES}
     for entry in sorted(path.iterdir()):
-        if entry.is_dir() and entry.name not in folders:
+        if entry.name in folders or entry.name in known_files:
+            continue
+        if entry.is_dir():
             tally.skip_file(entry, "folder not listed in " + ", ".join(i.file for i in CONVERSATION_INDEXES))
-        elif entry.is_file() and entry.name not in known_files:
+        else:
             tally.skip_file(entry, "not part of the message layout")
 
 
-def _read_required_list(file: Path) -> list[Any]:
-    if not file.is_file():
-        raise DataError(f"{file} not found: {file.name} is expected in {_LAYOUT_HINT}")
-    data = _read_json(file)
-    if not isinstance(data, list):
-        raise DataError(f"{file}: expected a JSON list, got {type(data).__name__}")
-    return data
-
-
-def _read_json(file: Path) -> Any:
+def _read_index(data: DataFolder, file: Path, required: bool) -> list[Any]:
+    """The JSON list in the index file ``file``; an optional index that does not exist lists nothing."""
     try:
-        text = file.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{file}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise DataError(f"{file}: cannot be read ({exc.strerror})") from None
+        text = data.index_text(file)
+    except FileNotFoundError:
+        if required:
+            raise DataError(f"{file} not found: {file.name} is expected in {_LAYOUT_HINT}") from None
+        return []
+    parsed = _read_json(file, text)
+    if not isinstance(parsed, list):
+        raise DataError(f"{file}: expected a JSON list, got {type(parsed).__name__}")
+    return parsed
+
+
+def _read_json(file: Path, text: str) -> Any:
+    """The JSON value ``text`` (the content of ``file``) holds."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:

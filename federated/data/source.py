@@ -4,6 +4,9 @@ Every reader (Slack export, IRC manifest, JSONL) accounts for every entry it
 saw: an entry is either loaded as a message or counted as skipped under a
 reason, and every file it did not read is listed with why. Nothing is dropped
 without a trace in the ``LoadReport``.
+
+Every reader's messages go through ``assemble``, which applies the length rule
+(``cut_text``, ``federated.limits.MESSAGE_MAX_CHARS``) to each message on its own.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from federated.data.files import WorkspaceLimitError
 from federated.data.records import ChatMessage, Workspace
+from federated.errors import DataError
+from federated.limits import MESSAGE_MAX_CHARS
 
 log = logging.getLogger("optin.data.source")
 
@@ -67,6 +73,7 @@ class SourceData:
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_UP_TO_LAST_SPACE = re.compile(r".*\s", re.DOTALL)
 
 
 def has_lone_surrogate(raw: str, parsed: Any) -> bool:
@@ -115,15 +122,57 @@ class Tally:
         log.warning("not read: %s (%s)", path, reason)
         self.files.append(SkippedFile(path, reason))
 
+    def bad_file(self, path: Path, error: DataError, skip_bad_files: bool) -> None:
+        """List the malformed file ``path`` as skipped with ``skip_bad_files``; else raise ``error``. A workspace
+        over a limit (``WorkspaceLimitError``) is always refused: skipping a file must not hide it."""
+        if not skip_bad_files or isinstance(error, WorkspaceLimitError):
+            raise error
+        self.skip_file(path, str(error))
+
     def report(self, loaded: int) -> LoadReport:
         return LoadReport(self.layout, loaded, dict(sorted(self.skipped.items())), tuple(self.files))
 
 
-def assemble(messages: list[ChatMessage], name: str, names: frozenset[str], tally: Tally) -> SourceData:
-    """A reader's result from its messages (sorted here): members and channels in order of first appearance."""
-    members = tuple(dict.fromkeys(m.user for m in messages))
-    channels = tuple(dict.fromkeys(m.channel for m in messages))
-    messages.sort(key=ChatMessage.sort_key)
-    workspace = Workspace(name=name, members=members, channels=channels, messages=tuple(messages),
-                          report=tally.report(len(messages)))
-    return SourceData(workspace, names)
+def cut_text(text: str) -> str | None:
+    """``text`` cut to at most ``MESSAGE_MAX_CHARS`` characters, or ``None`` when it cannot be (``too_long``).
+
+    A longer text is cut at its last whitespace at or before that many characters (and the whitespace
+    before the cut dropped); one with no whitespace there, or only whitespace before it, cannot be cut.
+    No scrubbing rule matches across whitespace, so the kept text scrubs to a prefix of what the whole
+    text scrubs to. A function of the text alone: cutting one message never changes another.
+    """
+    if len(text) <= MESSAGE_MAX_CHARS:
+        return text
+    head = _UP_TO_LAST_SPACE.match(text, 0, MESSAGE_MAX_CHARS + 1)
+    kept = head.group().rstrip() if head is not None else ""
+    return kept or None
+
+
+def assemble(messages: list[ChatMessage], name: str, names: frozenset[str], tally: Tally, *,
+             members: tuple[str, ...] | None = None, channels: tuple[str, ...] | None = None,
+             member_names: tuple[str, ...] = (), ids: frozenset[str] = frozenset()) -> SourceData:
+    """A reader's result from its messages: each cut by ``cut_text`` (or skipped as ``too_long``), sorted.
+
+    ``members`` and ``channels`` default to the messages' users and channels in order of first appearance.
+    """
+    kept: list[ChatMessage] = []
+    for message in messages:
+        text = cut_text(message.text)
+        if text is None:
+            tally.skip("too_long")
+        else:
+            kept.append(message if text is message.text else replace(message, text=text))
+    if members is None:
+        members = tuple(dict.fromkeys(m.user for m in kept))
+    if channels is None:
+        channels = tuple(dict.fromkeys(m.channel for m in kept))
+    kept.sort(key=ChatMessage.sort_key)
+    workspace = Workspace(
+        name=name,
+        members=members,
+        channels=channels,
+        messages=tuple(kept),
+        member_names=member_names,
+        report=tally.report(len(kept)),
+    )
+    return SourceData(workspace, names, ids)

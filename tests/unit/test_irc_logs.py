@@ -138,5 +138,5 @@ def test_missing_or_bad_log_file_fails_or_is_skipped_and_listed(tmp_path: Path) 
     assert [(f.path.name, f.reason.split(": ", 1)[1]) for f in ws.report.skipped_files] == [
         ("bad.txt", ("line 2: not an IRC log line (expected '[HH:MM] <nick> text' or "
                      "'<channel> YYYY-MM-DD [HH:MM:SS] <nick> text'): 'not a log line at all'")),
-        ("missing.txt", "cannot be read (No such file or directory)"),
+        ("missing.txt", "not found"),
     ]
