@@ -19,11 +19,14 @@ from rich.table import Table
 from clients.node_limits import NodeLimits
 from experiments.cli_common import console, fail
 from experiments.deploy import (
+    SUPEREXEC_SECRET_FILE,
     ServerCertificates,
+    executor_command,
     run_in_foreground,
     superlink_command,
     supernode_command,
     write_dev_certificates,
+    write_superexec_secret,
 )
 from federated.errors import OptinError
 from federated.limits import MAX_LOCAL_STEPS, MAX_SEQ_LEN
@@ -69,19 +72,25 @@ def node(
             fail(f"{what} {path}: no such file")
     if not workspace.is_dir():
         fail(f"{workspace}: no such workspace folder")
+    home = (flwr_home or workspace / ".flower").resolve()
     try:
-        command = supernode_command(workspace, superlink, root_certificates.resolve(), auth_key.resolve(), port=port,
-                                    max_wait_time=max_wait_time,
-                                    limits=NodeLimits(max_seq_len=max_seq_len, max_local_steps=max_local_steps))
+        commands = [supernode_command(workspace, superlink, root_certificates.resolve(), auth_key.resolve(),
+                                      home=home, port=port, max_wait_time=max_wait_time,
+                                      limits=NodeLimits(max_seq_len=max_seq_len, max_local_steps=max_local_steps)),
+                    executor_command(home, port)]
     except OptinError as exc:
         fail(exc)
-    home = (flwr_home or workspace / ".flower").resolve()
     if dry_run:
-        console.print(_shell(command, home), highlight=False, soft_wrap=True)
+        console.print(f"# run both, with {home / SUPEREXEC_SECRET_FILE} holding a secret only they can read",
+                      highlight=False, markup=False)
+        for command in commands:
+            console.print(_shell(command, home), highlight=False, soft_wrap=True, markup=False)
         return
+    write_superexec_secret(home)
     console.print(f"{workspace}: {_consent_summary(workspace)}", highlight=False)
-    console.print(f"starting: {_shell(command, home)}", highlight=False, soft_wrap=True)
-    _run(command, home)
+    for command in commands:
+        console.print(f"starting: {_shell(command, home)}", highlight=False, soft_wrap=True, markup=False)
+    _run(commands, home)
 
 
 @server_app.command("dev-certs")
@@ -136,7 +145,7 @@ def superlink(
         console.print(_shell(command, home), highlight=False, soft_wrap=True)
         return
     console.print(f"starting: {_shell(command, home)}", highlight=False, soft_wrap=True)
-    _run(command, home)
+    _run([command], home)
 
 
 def _shell(command: list[str], home: Path) -> str:
@@ -155,11 +164,11 @@ def _consent_summary(workspace: Path) -> str:
     return f"consent is {'on' if policy.consent else 'off'} ({path})"
 
 
-def _run(command: list[str], home: Path) -> None:
+def _run(commands: list[list[str]], home: Path) -> None:
     try:
-        code = run_in_foreground(command, home)
+        code = run_in_foreground(commands, home)
     except OptinError as exc:
         fail(exc)
     if code not in (0, 130):
-        fail(f"{Path(command[0]).name} exited with code {code}")
+        fail(f"{' / '.join(Path(c[0]).name for c in commands)} exited with code {code}")
     sys.exit(code)

@@ -40,6 +40,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -213,24 +214,51 @@ def superlink_command(certs: ServerCertificates, database: Path, *, host: str = 
             "--database", str(database), "--host", host, "--port", str(port)]
 
 
+SUPEREXEC_SECRET_FILE = "superexec.secret"
+"""In a node's Flower home: the secret its SuperNode and executor share, so only the executor can claim tasks."""
+
+
 def supernode_command(workspace: Path, superlink: str, root_certificates: Path, auth_key: Path, *,
-                      port: int = 9094, max_wait_time: float | None = None,
+                      home: Path, port: int = 9094, max_wait_time: float | None = None,
                       limits: NodeLimits = NodeLimits()) -> list[str]:
     """``flower-supernode`` serving one workspace folder over TLS, authenticated with ``auth_key``.
 
-    The ClientApp finds the workspace (policy, data, ledger, audit log) in the node config key
-    ``workspace``, and what it accepts from a server in ``max-seq-len`` and ``max-local-steps``
-    (``clients.node_limits``). ``port`` is the node's local runtime API (loopback). ``max_wait_time`` bounds
-    how long the node keeps trying to reach the SuperLink (``None``: forever).
+    It runs with ``--isolation process``: it starts no ClientApp itself, and the node's executor
+    (``executor_command``) answers each message with Optin's installed ClientApp, never the run's FAB
+    (``clients.node_executor``). The ClientApp finds the workspace (policy, data, ledger, audit log) in the
+    node config key ``workspace``, and what it accepts from a server in ``max-seq-len`` and
+    ``max-local-steps`` (``clients.node_limits``). ``port`` is the node's local runtime API (loopback),
+    where only the holder of ``home``'s SuperExec secret may claim tasks. ``max_wait_time`` bounds how long
+    the node keeps trying to reach the SuperLink (``None``: forever).
     """
     node_config = (f"workspace={json.dumps(str(workspace.resolve()))} {MAX_SEQ_LEN_KEY}={limits.max_seq_len} "
                    f"{MAX_LOCAL_STEPS_KEY}={limits.max_local_steps}")
     command = [_flower_bin("flower-supernode"), "--superlink", superlink,
                "--root-certificates", str(root_certificates), "--auth-supernode-private-key", str(auth_key),
-               "--node-config", node_config, "--host", "127.0.0.1", "--port", str(port)]
+               "--node-config", node_config, "--isolation", "process",
+               "--superexec-auth-secret-file", str(home / SUPEREXEC_SECRET_FILE),
+               "--host", "127.0.0.1", "--port", str(port)]
     if max_wait_time is not None:
         command += ["--max-wait-time", str(max_wait_time)]
     return command
+
+
+def executor_command(home: Path, port: int = 9094) -> list[str]:
+    """The node's executor (``clients.node_executor``) for the SuperNode whose runtime API is on ``port``."""
+    return [sys.executable, "-m", "clients.node_executor", "--runtime-api-address", f"127.0.0.1:{port}",
+            "--secret-file", str(home / SUPEREXEC_SECRET_FILE)]
+
+
+def write_superexec_secret(home: Path) -> Path:
+    """A fresh 32-byte secret in ``home`` (mode 0600), replacing any earlier one: a node's SuperNode and executor
+    read it when they start."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SUPEREXEC_SECRET_FILE
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_hex(32).encode())
+    return path
 
 
 def flower_environment(home: Path) -> dict[str, str]:
@@ -250,25 +278,30 @@ def flower_environment(home: Path) -> dict[str, str]:
     return env
 
 
-def run_in_foreground(command: list[str], home: Path) -> int:
-    """Run a Flower server process until it exits or this process is interrupted (Ctrl-C, SIGTERM).
+def run_in_foreground(commands: Sequence[list[str]], home: Path) -> int:
+    """Run Flower processes (a SuperLink; or a SuperNode and its executor) until one exits or this process is
+    interrupted (Ctrl-C, SIGTERM).
 
-    Returns its exit code (130 when interrupted). Whatever happens, it and every process it started
-    (found by ``home``) are stopped before this returns; ``DeploymentError`` if one survives.
+    Returns the exit code of the first to exit (130 when interrupted). Whatever happens, all of them and every
+    process they started (found by ``home``) are stopped before this returns; ``DeploymentError`` if one survives.
     """
     home.mkdir(parents=True, exist_ok=True)
     if running := find_processes(home):
         raise DeploymentError(f"{home}: Flower processes {running} are already running with this home; stop them first")
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    process = subprocess.Popen(command, env=flower_environment(home), stdin=subprocess.DEVNULL,
-                               start_new_session=True)
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        return process.wait()
+        for command in commands:
+            processes.append(subprocess.Popen(command, env=flower_environment(home), stdin=subprocess.DEVNULL,
+                                              start_new_session=True))
+        while all(process.poll() is None for process in processes):
+            time.sleep(0.2)
+        return next(process.returncode for process in processes if process.returncode is not None)
     except KeyboardInterrupt:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-        stop_all([process], [home])
+        stop_all(processes, [home])
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -441,9 +474,14 @@ class LoopbackDeployment:
         """Start a SuperNode for ``workspace`` authenticated with ``node``'s key (``ca_cert``: whom it trusts)."""
         if self.cli is None:
             raise DeploymentError("start the SuperLink first")
+        home = self.root / "nodes" / node.name
+        port = free_ports(1)[0]
+        write_superexec_secret(home)
         command = supernode_command(workspace, self.cli.address, ca_cert or self.certs.ca_cert, node.private_key,
-                                    port=free_ports(1)[0], max_wait_time=max_wait_time)
-        return self._start(f"node-{node.name}", command, self.root / "nodes" / node.name).popen
+                                    home=home, port=port, max_wait_time=max_wait_time)
+        popen = self._start(f"node-{node.name}", command, home).popen
+        self._start(f"executor-{node.name}", executor_command(home, port), home, exists_ok=True)
+        return popen
 
     def freeze_node(self, name: str) -> list[int]:
         """Stop (SIGSTOP) the node started for key ``name``, and every process it started; returns their PIDs.
@@ -491,9 +529,11 @@ class LoopbackDeployment:
         stop_all([p.popen for p in self.processes], self.homes)
         self.processes.clear()
 
-    def _start(self, name: str, command: list[str], home: Path) -> _Process:
+    def _start(self, name: str, command: list[str], home: Path, exists_ok: bool = False) -> _Process:
+        """Start ``command`` with Flower home ``home``; unless ``exists_ok`` (a second process of one node), no
+        process may run with that home yet."""
         home.mkdir(parents=True, exist_ok=True)
-        if running := find_processes(home):
+        if not exists_ok and (running := find_processes(home)):
             raise DeploymentError(f"{home}: processes {running} of an earlier deployment are still alive")
         self.homes.append(home)
         env = flower_environment(home)

@@ -25,9 +25,14 @@ def certs(tmp_path: Path) -> Path:
 
 
 def _dry_run(*args: str) -> list[str]:
+    """The first command line the dry run prints."""
+    return _dry_run_lines(*args)[0]
+
+
+def _dry_run_lines(*args: str) -> list[list[str]]:
     result = runner.invoke(app, [*args, "--dry-run"])
     assert result.exit_code == 0, result.output
-    return shlex.split(result.output.strip().splitlines()[-1])
+    return [shlex.split(line) for line in result.output.strip().splitlines() if not line.startswith("#")]
 
 
 def _value(words: list[str], flag: str) -> str:
@@ -41,9 +46,15 @@ def test_help_has_an_example(command: list[str]) -> None:
 
 
 def test_node_runs_a_supernode_with_tls_node_auth_and_its_workspace(certs: Path, tmp_path: Path) -> None:
-    words = _dry_run("node", "--workspace", str(tmp_path), "--superlink", "10.0.0.5:8000",
-                     "--root-certificates", str(certs / "ca.crt"), "--auth-key", str(certs / "nodes" / "acme.key"))
+    words, executor = _dry_run_lines("node", "--workspace", str(tmp_path), "--superlink", "10.0.0.5:8000",
+                                     "--root-certificates", str(certs / "ca.crt"),
+                                     "--auth-key", str(certs / "nodes" / "acme.key"))
     home = tmp_path.resolve() / ".flower"
+    # No ClientApp from a run's app bundle: the SuperNode starts none, Optin's executor answers with the node's.
+    assert _value(words, "--isolation") == "process"
+    assert _value(words, "--superexec-auth-secret-file") == str(home / "superexec.secret")
+    assert executor[3:] == ["-m", "clients.node_executor", "--runtime-api-address",
+                            f"127.0.0.1:{_value(words, '--port')}", "--secret-file", str(home / "superexec.secret")]
     assert words[:2] == [f"FLWR_HOME={home}", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1"]
     assert Path(words[2]).name == "flower-supernode" and "--insecure" not in words
     assert _value(words, "--superlink") == "10.0.0.5:8000"

@@ -1,0 +1,156 @@
+"""A single-use, prestarted worker that answers one message with the ClientApp installed on this node.
+
+Started by ``clients.node_executor`` before a message arrives: it imports Flower, torch, Opacus and Optin's
+ClientApp (``clients.app``) up front, then serves exactly one task on a private Unix socket (Flower's own
+single-use worker protocol, ``flwr.supercore.task_worker``) and exits. So each message still runs in a
+fresh process, but the seconds of imports are paid before it is needed.
+
+Guarantee: the code that answers is the node's own. The worker pulls the message, context, run and app
+bundle (FAB) from the SuperNode's runtime API with the task's token, never installs or imports anything
+from the FAB, and calls ``clients.app.app``. Before that, the run's app is checked and recorded
+(``clients.run_app``): its FAB hash, app id, version and ClientApp component go to the workspace's audit log
+the first time the node sees the run, and a run the node does not serve gets a refusal with its own reason
+code. A task that is not a ClientApp task gets an error reply, so the SuperNode is never left waiting.
+
+Assumption: this module and ``clients.app`` are the node operator's installation (a virtual environment the
+operator controls); the run config still comes from the run and is checked by the ClientApp as before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from flwr.app import Context, Error, Message
+from flwr.common.constant import ErrorCode, SubStatus
+from flwr.supercore import task_worker
+from flwr.supercore.constant import TaskType
+from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+from flwr.supercore.retry import make_simple_http_retry_invoker
+from flwr.supercore.runtime import RuntimeHttpClient
+from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+
+from clients.app import app as optin_clientapp
+from clients.ingress import refuse
+from clients.run_app import RunApp, run_app
+from clients.workspace_node import WorkspaceNode
+from federated.audit import read_entries
+from federated.errors import OptinError
+from federated.limits import cut
+
+log = logging.getLogger("optin.node.worker")
+
+TASK_NAME = "ClientApp"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """One task handed over by the executor: Flower's four invocation fields and the task's type."""
+
+    token: str
+    runtime_api_address: str
+    insecure: bool
+    root_certificates_path: str | None
+    task_type: str
+
+    @classmethod
+    def parse(cls, payload: object) -> Invocation:
+        if not isinstance(payload, dict) or not isinstance(payload.get("task_type"), str):
+            raise ValueError("invocation: expected a JSON object with a string 'task_type'")
+        fields = {key: value for key, value in payload.items() if key != "task_type"}
+        token, address, insecure, certificates = task_worker.parse_invocation_payload(fields, TASK_NAME)
+        return cls(token, address, insecure, certificates, payload["task_type"])
+
+
+def answer(message: Message, context: Context, app: RunApp) -> Message:
+    """The node's reply to ``message`` of run ``app``: a refusal if the node does not serve the run, else what
+    Optin's installed ClientApp answers. The run's app is audited the first time the node sees the run."""
+    node = WorkspaceNode.from_context(context)
+    refusal = app.refusal(context.node_config)
+    _record_first_sight(node, app, refusal)
+    if refusal is not None:
+        return refuse(message, context, *refusal)
+    return optin_clientapp(message, context)
+
+
+def _record_first_sight(node: WorkspaceNode, app: RunApp, refusal: tuple[str, str] | None) -> None:
+    audit = node.audit()
+    try:
+        if any(e.get("kind") == "run-app" and e.get("run_id") == str(app.run_id) for e in read_entries(audit.path)):
+            return
+    except (OptinError, FileNotFoundError):
+        pass  # no log yet, or one the append below reports on
+    try:
+        audit.append("run-app", run_id=str(app.run_id), fab_id=app.fab_id, fab_version=app.fab_version,
+                     fab_sha256=app.fab_hash, clientapp=app.clientapp, served=refusal is None,
+                     reason=refusal[0] if refusal else "served")
+    except OptinError as exc:
+        log.error("could not audit run %s's app: %s", app.run_id, exc)
+
+
+def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
+    """Flower's ``RunTaskOnce`` for one task: pull its input with the token, answer, push the reply."""
+
+    def run_once(runtime_api_address: str, token: str, insecure: bool, root_certificates: bytes | None,
+                 on_started: Callable[[], None], /) -> int:
+        client = RuntimeHttpClient.from_server_address(
+            server_address=runtime_api_address, insecure=insecure, root_certificates=root_certificates,
+            interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+                          RuntimeTokenHttpInterceptor(token)],
+            retry_invoker=make_simple_http_retry_invoker())
+        on_started()
+        heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+        heartbeat.start()
+        message: Message | None = None
+        context: Context | None = None
+        reply: Message | None = None
+        status, details = SubStatus.FAILED, "the task's input could not be pulled"
+        try:
+            message, context, run, fab = pull_task_input(client)  # the FAB's bytes are read as data only
+            if invocation["task"].task_type != TaskType.CLIENT_APP:
+                raise PermissionError(f"task type {invocation['task'].task_type!r} is not served by an Optin node")
+            app = run_app(run.run_id, run.fab_id, run.fab_version, fab.hash_str, fab.content)
+            reply = answer(message, context, app)
+            status, details = SubStatus.COMPLETED, ""
+            outcome = reply.error.reason if reply.has_error() else "answered"
+            print(f"run {run.run_id} {cut(message.metadata.message_type, 40)}: {outcome}", flush=True)
+        except Exception as exc:  # noqa: BLE001 - the SuperNode must get a reply, never a hang
+            details = f"{type(exc).__name__}"
+            log.exception("the task failed")
+            if message is not None:
+                # Only the exception's type leaves: its text may quote the workspace's data.
+                reply = Message(Error(ErrorCode.CLIENT_APP_RAISED_EXCEPTION, details), reply_to=message)
+        finally:
+            try:
+                if reply is not None and context is not None:
+                    push_message(client, reply, context)
+            finally:
+                push_task_output(client, context, status, details)
+                heartbeat.stop()
+                client.close()
+        return 0 if status == SubStatus.COMPLETED else 1
+
+    return run_once
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, required=True, help="Private folder for the worker's socket.")
+    args = parser.parse_args()
+    invocation: dict[str, Invocation] = {}
+
+    def parse(payload: object) -> Invocation:
+        invocation["task"] = Invocation.parse(payload)
+        return invocation["task"]
+
+    raise SystemExit(task_worker.serve_prestarted_worker(
+        args.dir / "worker.sock", args.dir / "ready", args.dir / "busy", make_run_once(invocation), parse,
+        TASK_NAME))
+
+
+if __name__ == "__main__":
+    main()
