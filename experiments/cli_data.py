@@ -13,8 +13,10 @@ from rich.table import Table
 from experiments.cli_common import console, fail
 from federated.data import (
     DATA_ENV,
+    SyntheticSpec,
     WorkspaceStats,
     build_irc_workspaces,
+    generate_federation,
     irc_corpus_dir,
     resolve_data_root,
     workspace_stats,
@@ -87,3 +89,25 @@ def _stats_table(rows: list[WorkspaceStats], title: str) -> Table:
         table.add_row("total", "", f"{sum(r.messages for r in rows):,}", "", "",
                       f"{sum(r.characters for r in rows):,}", f"{sum(r.skipped_entries for r in rows):,}")
     return table
+
+
+@data_app.command()
+def synthetic(
+    out: Path = typer.Option(..., "--out", help="Folder to create the workspace folders in (absent or empty)."),
+    workspaces: int = typer.Option(1, "--workspaces", min=1, help="How many workspace folders."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Generator seed (the same seed gives the same messages)."),
+) -> None:
+    """Make fresh synthetic workspace folders (Slack export layout) to try a node on.
+
+    Each has data only: no policy file (consent is off until `optin consent on`), no ledger, no audit log.
+
+    Example: optin data synthetic --out ./try --workspaces 1
+    """
+    try:
+        folders = generate_federation(out, SyntheticSpec(num_workspaces=workspaces, seed=seed))
+        rows = [row for folder in folders for row in workspace_stats(folder)]
+    except OptinError as exc:
+        fail(exc)
+    console.print(_stats_table(rows, f"Synthetic workspaces written to {out}"))
+    console.print(f"consent is off in each; turn it on with `optin consent on --workspace {folders[0]}`",
+                  highlight=False, markup=False, soft_wrap=True)

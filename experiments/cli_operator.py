@@ -131,8 +131,20 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
     Example: optin ledger show --workspace ./acme
     """
     path = workspace / LEDGER_FILE
+    if not workspace.is_dir():
+        fail(f"{workspace}: no such workspace folder")
     if not path.exists():
-        fail(f"{path}: no ledger (this workspace has released nothing)")
+        try:
+            audited = audit_releases(workspace / AUDIT_FILE)
+        except OptinError as exc:
+            fail(exc)
+        if audited:
+            console.print(f"[red]the node will refuse to train:[/red] {escape(str(path))} is missing but "
+                          f"{AUDIT_FILE} records {len(audited)} release(s)", highlight=False)
+            raise typer.Exit(1)
+        # Not an error: a workspace that never trained has spent nothing (and gets no ledger until it does).
+        console.print(f"{path}: no releases yet; spent ε = 0", highlight=False, markup=False)
+        return
     try:
         policy = read_policy(workspace / POLICY_FILE)
     except OptinError as exc:
@@ -155,7 +167,7 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         rounds = sorted({r.round for r in items})
         units = ", ".join(sorted({r.privacy_unit if r.privacy_unit == "message" else f"member (≤{r.group_size} msgs)"
                                   for r in items}))
-        table.add_row(run_id, str(len(items)), f"{rounds[0]}-{rounds[-1]}", units, str(sum(r.steps for r in items)),
+        table.add_row(run_id, str(len(items)), round_ranges(rounds), units, str(sum(r.steps for r in items)),
                       f"{items[-1].epsilon_total:.3f}")
     console.print(table)
     budget = f" of {policy.max_epsilon:g}; remaining {max(0.0, policy.max_epsilon - spent):.3f}" if policy else ""
@@ -168,6 +180,17 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         raise typer.Exit(1) from exc
     console.print(f"agrees with {AUDIT_FILE}: its {len(audited)} release(s) match ledger rows in order",
                   highlight=False)
+
+
+def round_ranges(rounds: list[int]) -> str:
+    """Sorted rounds as ranges of consecutive rounds: ``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    spans: list[list[int]] = []
+    for number in rounds:
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 @audit_app.command("verify")

@@ -51,12 +51,15 @@ def test_policy_and_consent_commands(tmp_path: Path) -> None:
 def test_ledger_and_audit_commands(tmp_path: Path) -> None:
     spec = SyntheticSpec(num_workspaces=1, seed=2, min_messages=100, max_messages=100)
     (folder,) = make_synthetic_federation(tmp_path, spec, opted_out=[]).folders
-    assert invoke("ledger", "show", "-w", str(folder)).exit_code == 1  # nothing released yet
+    fresh = invoke("ledger", "show", "-w", str(folder))  # nothing released yet: nothing spent, not an error
+    assert fresh.exit_code == 0 and "no releases yet; spent ε = 0" in fresh.output
+    assert not (folder / "ledger.sqlite").exists()
     send_query(folder, SMALL_CONFIG)
-    for r in (1, 2):
+    for r in (1, 3):
         assert not send_train(folder, SMALL_CONFIG, server_round=r).has_error()
     shown = invoke("ledger", "show", "-w", str(folder))
     assert shown.exit_code == 0 and "spent ε =" in shown.output and "remaining" in shown.output
+    assert "1, 3" in shown.output and "1-3" not in shown.output  # not a range that claims round 2
     assert invoke("audit", "verify", str(folder)).exit_code == 0
     arrays = RecordDict({"arrays": ArrayRecord(get_task(SMALL_CONFIG.task, SMALL_CONFIG.seq_len).build_model(0)
                                                .state_dict())})

@@ -69,7 +69,17 @@ def test_irc_without_corpus_is_a_one_line_error(tmp_path: Path) -> None:
     assert len(result.output.strip().splitlines()) == 1 and "IRC corpus not found" in result.output
 
 
-@pytest.mark.parametrize("command", ["stats", "irc"])
+@pytest.mark.parametrize("command", ["stats", "irc", "synthetic"])
 def test_help_has_an_example(command: str) -> None:
     result = _invoke("data", command, "--help")
     assert result.exit_code == 0 and f"Example: optin data {command}" in result.output
+
+
+def test_synthetic_makes_fresh_workspaces_without_consent_ledger_or_log(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "synthetic", "--out", str(tmp_path / "try"), "--workspaces", "2"])
+    assert result.exit_code == 0, result.output
+    folders = sorted((tmp_path / "try").iterdir())
+    assert len(folders) == 2 and all(sorted(p.name for p in f.iterdir()) == ["data"] for f in folders)
+    assert "consent is off" in result.output
+    again = runner.invoke(app, ["data", "synthetic", "--out", str(tmp_path / "try")])
+    assert again.exit_code == 1 and "refusing to write" in again.output  # never over an existing workspace
