@@ -1,9 +1,11 @@
 """A single-use, prestarted worker that answers one message with the ClientApp installed on this node.
 
-Started by ``clients.node_executor`` before a message arrives: it imports Flower, torch, Opacus and Optin's
-ClientApp (``clients.app``) up front, then serves exactly one task on a private Unix socket (Flower's own
-single-use worker protocol, ``flwr.supercore.task_worker``) and exits. So each message still runs in a
-fresh process, but the seconds of imports are paid before it is needed.
+Forked by ``clients.node_executor`` before a message arrives, from a process that has imported Flower,
+torch, Opacus and Optin's ClientApp (``clients.app``) once: it serves exactly one task on a private Unix
+socket (Flower's own single-use worker protocol, ``flwr.supercore.task_worker``) and exits. So each message
+still runs in a fresh process, and no message waits for those imports. The forked processes share the
+state their modules had after import (copy-on-write); nothing private depends on it: DP sampling and noise
+are drawn from the OS at each release (``clients.dp_training.privacy_generator``).
 
 Guarantee: the code that answers is the node's own. The worker pulls the message, context, run and app
 bundle (FAB) from the SuperNode's runtime API with the task's token, never installs or imports anything
@@ -18,7 +20,6 @@ operator controls); the run config still comes from the run and is checked by th
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -137,20 +138,14 @@ def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
     return run_once
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, required=True, help="Private folder for the worker's socket.")
-    args = parser.parse_args()
+def serve(folder: Path) -> int:
+    """Serve one task on ``folder/worker.sock`` (``ready`` appears in ``folder`` once it can take one); returns
+    the task's exit code."""
     invocation: dict[str, Invocation] = {}
 
     def parse(payload: object) -> Invocation:
         invocation["task"] = Invocation.parse(payload)
         return invocation["task"]
 
-    raise SystemExit(task_worker.serve_prestarted_worker(
-        args.dir / "worker.sock", args.dir / "ready", args.dir / "busy", make_run_once(invocation), parse,
-        TASK_NAME))
-
-
-if __name__ == "__main__":
-    main()
+    return task_worker.serve_prestarted_worker(folder / "worker.sock", folder / "ready", folder / "busy",
+                                               make_run_once(invocation), parse, TASK_NAME)
