@@ -128,6 +128,7 @@ def main() -> None:
                         help="The SuperExec secret the SuperNode was started with (--superexec-auth-secret-file).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll, five a second, says nothing
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

@@ -21,6 +21,7 @@ operator controls); the run config still comes from the run and is checked by th
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,7 @@ def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
                           RuntimeTokenHttpInterceptor(token)],
             retry_invoker=make_simple_http_retry_invoker())
         on_started()
+        started = time.monotonic()
         heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
         heartbeat.start()
         message: Message | None = None
@@ -118,7 +120,8 @@ def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
             reply = answer(message, context, app)
             status, details = SubStatus.COMPLETED, ""
             outcome = reply.error.reason if reply.has_error() else "answered"
-            print(f"run {run.run_id} {cut(message.metadata.message_type, 40)}: {outcome}", flush=True)
+            print(f"{time.strftime('%H:%M:%S')} run {run.run_id} {cut(message.metadata.message_type, 40)}: {outcome} "
+                  f"in {time.monotonic() - started:.2f} s", flush=True)
         except Exception as exc:  # noqa: BLE001 - the SuperNode must get a reply, never a hang
             details = f"{type(exc).__name__}"
             log.exception("the task failed")
