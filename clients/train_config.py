@@ -15,7 +15,7 @@ from flwr.app import ConfigRecord
 
 from clients.dp_training import DPSGDSettings
 from federated.errors import ConfigError
-from federated.limits import cut
+from federated.limits import shown
 from federated.protocol import TRAIN_CONFIG_FIELDS
 
 MAX_BATCH_SIZE = 65_536
@@ -37,7 +37,7 @@ def parse_train_config(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
     """The requested DP-SGD settings and the server round, or a ``ConfigError``."""
     unknown = sorted(set(record.keys()) - set(TRAIN_CONFIG_FIELDS))
     if unknown:
-        raise ConfigError(f"train config: unknown key(s) {cut(repr(unknown), 60)}; expected only "
+        raise ConfigError(f"train config: unknown key(s) {shown(unknown)}; expected only "
                           f"{sorted(TRAIN_CONFIG_FIELDS)}")
     values: dict[str, int | float] = {}
     for key, kind in TRAIN_CONFIG_FIELDS.items():
@@ -45,12 +45,12 @@ def parse_train_config(record: ConfigRecord) -> tuple[DPSGDSettings, int]:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value) if abs(value) < 2**1023 else math.inf
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"train config: key {key!r} expected {kind.__name__}, got {cut(repr(value), 60)}")
+            raise ConfigError(f"train config: key {key!r} expected {kind.__name__}, got {shown(value)}")
         low, high, low_ok = _RANGES[key]
         if not ((value > low or (low_ok and value == low)) and value <= high and math.isfinite(float(value))):
             bound = (">=" if low_ok else ">") + f" {low}" + (f" and <= {high}" if math.isfinite(high) else "")
             raise ConfigError(f"train config: key {key!r} expected a value {bound}, got "
-                              f"{cut(repr(value), 60)}")
+                              f"{shown(value)}")
         values[key] = value
     settings = DPSGDSettings(
         noise_multiplier=float(values["noise-multiplier"]),

@@ -14,6 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from federated.errors import ConfigError
+from federated.limits import shown
 
 DP_MODES = ("none", "local", "central", "both")
 """What a run asks for: ``local`` DP-SGD on each node (``noise-multiplier``, and each node's policy may add
@@ -94,14 +95,14 @@ class RunConfig:
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:
-                raise ConfigError(f"{source}: unknown key {_shown(key)}; expected one of {sorted(known)}")
+                raise ConfigError(f"{source}: unknown key {shown(key)}; expected one of {sorted(known)}")
             field = known[key]
             expected = {"int": int, "float": float, "str": str}[str(field.type)]
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value) if abs(value) < 2**1023 else math.inf
             if not isinstance(value, expected) or isinstance(value, bool):
                 raise ConfigError(
-                    f"{source}: key {key!r} expected {expected.__name__}, got {_shown(value)} ({type(value).__name__})"
+                    f"{source}: key {key!r} expected {expected.__name__}, got {shown(value)} ({type(value).__name__})"
                 )
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{source}: key {key!r} expected a finite number, got {value!r}")
@@ -111,12 +112,6 @@ class RunConfig:
     def to_mapping(self) -> dict[str, int | float | str]:
         """Kebab-case mapping, the inverse of ``from_mapping``."""
         return {_key(f.name): getattr(self, f.name) for f in fields(self)}
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)`` cut to ``limit`` characters: an error names a value from a server without echoing all of it."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _key(name: str) -> str:

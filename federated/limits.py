@@ -56,3 +56,8 @@ LOGGED_LIST_MAX_ITEMS = 64
 def cut(text: str, limit: int = LOGGED_STRING_MAX_CHARS) -> str:
     """``text`` if it has at most ``limit`` characters, else its first ``limit`` and a marker of how many were cut."""
     return text if len(text) <= limit else f"{text[:limit]}…[cut {len(text) - limit} chars]"
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters: an error names a value from outside without echoing all of it."""
+    return cut(repr(value), limit)

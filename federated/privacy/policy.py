@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from federated.errors import PolicyError
-from federated.limits import POLICY_MAX_BYTES
+from federated.limits import POLICY_MAX_BYTES, shown
 from federated.safe_files import read_text
 
 log = logging.getLogger("optin.privacy.policy")
@@ -114,12 +114,12 @@ def parse_policy(raw: Mapping[str, Any], source: str) -> Policy:
                "held_out_fraction", "max_grad_norm", "expires", "scope"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
-        raise PolicyError(f"{source}: unknown key(s) {_shown(unknown)}; expected only {sorted(allowed)}")
+        raise PolicyError(f"{source}: unknown key(s) {shown(unknown)}; expected only {sorted(allowed)}")
 
     def get(name: str, check: Any, expected: str, default: Any) -> Any:
         value = raw.get(name, default)
         if name in raw and not check(value):
-            raise PolicyError(f"{source}: field '{name}' must be {expected}, got {_shown(value)}")
+            raise PolicyError(f"{source}: field '{name}' must be {expected}, got {shown(value)}")
         return value
 
     def number(v: Any) -> bool:
@@ -193,23 +193,17 @@ def write_policy(folder: Path, policy: Policy) -> Path:
 
 def _scope(raw: Any, source: str) -> Scope:
     if not isinstance(raw, dict):
-        raise PolicyError(f"{source}: field 'scope' must be a table with 'tasks' and 'federations', got {_shown(raw)}")
+        raise PolicyError(f"{source}: field 'scope' must be a table with 'tasks' and 'federations', got {shown(raw)}")
     unknown = sorted(set(raw) - {"tasks", "federations"})
     if unknown:
-        raise PolicyError(f"{source}: unknown key(s) {_shown(unknown)} in [scope]; expected only ['federations', 'tasks']")
+        raise PolicyError(f"{source}: unknown key(s) {shown(unknown)} in [scope]; expected only ['federations', 'tasks']")
     values = {}
     for name in ("tasks", "federations"):
         value = raw.get(name, ["*"])
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
-            raise PolicyError(f"{source}: field 'scope.{name}' must be a non-empty list of names, got {_shown(value)}")
+            raise PolicyError(f"{source}: field 'scope.{name}' must be a non-empty list of names, got {shown(value)}")
         values[name] = tuple(value)
     return Scope(**values)
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """``repr(value)``, cut to ``limit`` characters: an error names the value without echoing a huge one."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _as_float(value: Any) -> float | None:
