@@ -50,11 +50,11 @@ _WORKERS.set_forkserver_preload(["clients.node_worker"])
 class Worker:
     """A prestarted ``clients.node_worker`` process and its private socket folder."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, curves: Path) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="worker-", dir=root))
         self.started = time.monotonic()
         # In the executor's process group: stopping the node stops its workers.
-        self.process = _WORKERS.Process(target=_serve, args=(self.folder,), name="optin-node-worker")
+        self.process = _WORKERS.Process(target=_serve, args=(self.folder, curves), name="optin-node-worker")
         self.process.start()
 
     @property
@@ -82,14 +82,15 @@ class Worker:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def _serve(folder: Path) -> None:
+def _serve(folder: Path, curves: Path) -> None:
     from clients.node_worker import serve  # imported in the fork server already: costs nothing here
 
-    sys.exit(serve(folder))
+    sys.exit(serve(folder, curves))
 
 
-def serve(runtime_api_address: str, secret: bytes, poll_interval: float = 0.2) -> None:
-    """Claim and hand out tasks until the process is stopped (SIGTERM or Ctrl-C)."""
+def serve(runtime_api_address: str, secret: bytes, curves: Path, poll_interval: float = 0.2) -> None:
+    """Claim and hand out tasks until the process is stopped (SIGTERM or Ctrl-C); workers keep the accountant's
+    RDP curves in ``curves``."""
     client = RuntimeHttpClient.from_server_address(
         server_address=runtime_api_address, insecure=True, root_certificates=None,
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec"),
@@ -103,7 +104,7 @@ def serve(runtime_api_address: str, secret: bytes, poll_interval: float = 0.2) -
                 if spare is not None:
                     log.error("a worker failed to start (exit code %s); starting another", spare.process.poll())
                     spare.stop()
-                spare = Worker(root)
+                spare = Worker(root, curves)
             if not spare.ready:
                 time.sleep(0.05)
                 continue
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--runtime-api-address", required=True, help="The SuperNode's runtime API, HOST:PORT.")
     parser.add_argument("--secret-file", type=Path, required=True,
                         help="The SuperExec secret the SuperNode was started with (--superexec-auth-secret-file).")
+    parser.add_argument("--curves-dir", type=Path, required=True,
+                        help="Where workers keep the accountant's RDP curves between messages (the node's own folder).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per poll, five a second, says nothing
@@ -135,7 +138,7 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        serve(args.runtime_api_address, args.secret_file.read_bytes())
+        serve(args.runtime_api_address, args.secret_file.read_bytes(), args.curves_dir)
     except KeyboardInterrupt:
         pass
 

@@ -35,6 +35,7 @@ from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVers
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
 from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+import torch._dynamo  # noqa: F401 - torch's optimizers import it at first use (0.7 s); the fork server does it once
 
 from clients.app import app as optin_clientapp
 from clients.ingress import refuse
@@ -43,6 +44,7 @@ from clients.workspace_node import WorkspaceNode
 from federated.audit import read_entries
 from federated.errors import OptinError
 from federated.limits import cut
+from federated.privacy.accounting import keep_curves_in
 
 log = logging.getLogger("optin.node.worker")
 
@@ -112,16 +114,19 @@ def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
         context: Context | None = None
         reply: Message | None = None
         status, details = SubStatus.FAILED, "the task's input could not be pulled"
+        line = ""
+        answering = answered = started
         try:
             message, context, run, fab = pull_task_input(client)  # the FAB's bytes are read as data only
             if invocation["task"].task_type != TaskType.CLIENT_APP:
                 raise PermissionError(f"task type {invocation['task'].task_type!r} is not served by an Optin node")
             app = run_app(run.run_id, run.fab_id, run.fab_version, fab.hash_str, fab.content)
+            answering = time.monotonic()
             reply = answer(message, context, app)
+            answered = time.monotonic()
             status, details = SubStatus.COMPLETED, ""
             outcome = reply.error.reason if reply.has_error() else "answered"
-            print(f"{time.strftime('%H:%M:%S')} run {run.run_id} {cut(message.metadata.message_type, 40)}: {outcome} "
-                  f"in {time.monotonic() - started:.2f} s", flush=True)
+            line = f"run {run.run_id} {cut(message.metadata.message_type, 40)}: {outcome}"
         except Exception as exc:  # noqa: BLE001 - the SuperNode must get a reply, never a hang
             details = f"{type(exc).__name__}"
             log.exception("the task failed")
@@ -136,14 +141,19 @@ def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
                 push_task_output(client, context, status, details)
                 heartbeat.stop()
                 client.close()
+        if line:
+            # The handler's own time, then what the worker added around it: pulling the input, pushing the reply.
+            print(f"{time.strftime('%H:%M:%S')} {line} in {answered - answering:.2f} s "
+                  f"(+{time.monotonic() - started - (answered - answering):.2f} s runtime)", flush=True)
         return 0 if status == SubStatus.COMPLETED else 1
 
     return run_once
 
 
-def serve(folder: Path) -> int:
+def serve(folder: Path, curves: Path) -> int:
     """Serve one task on ``folder/worker.sock`` (``ready`` appears in ``folder`` once it can take one); returns
-    the task's exit code."""
+    the task's exit code. RDP curves are read from and kept in ``curves`` (``federated.privacy.rdp_curves``)."""
+    keep_curves_in(curves)
     invocation: dict[str, Invocation] = {}
 
     def parse(payload: object) -> Invocation:

@@ -62,6 +62,7 @@ from experiments.flower_sim import (
     APP_DIR,
     COMPLETED,
     RUN_ID_PATTERN,
+    STOP_GRACE_S,
     find_processes,
     free_ports,
     log_tail,
@@ -214,6 +215,8 @@ def superlink_command(certs: ServerCertificates, database: Path, *, host: str = 
             "--database", str(database), "--host", host, "--port", str(port)]
 
 
+RDP_CURVES_DIR = "rdp-curves"
+"""In a node's Flower home: the accountant's RDP curves, kept between messages (``federated.privacy.rdp_curves``)."""
 SUPEREXEC_SECRET_FILE = "superexec.secret"
 """In a node's Flower home: the secret its SuperNode and executor share, so only the executor can claim tasks."""
 
@@ -246,7 +249,7 @@ def supernode_command(workspace: Path, superlink: str, root_certificates: Path, 
 def executor_command(home: Path, port: int = 9094) -> list[str]:
     """The node's executor (``clients.node_executor``) for the SuperNode whose runtime API is on ``port``."""
     return [sys.executable, "-m", "clients.node_executor", "--runtime-api-address", f"127.0.0.1:{port}",
-            "--secret-file", str(home / SUPEREXEC_SECRET_FILE)]
+            "--secret-file", str(home / SUPEREXEC_SECRET_FILE), "--curves-dir", str(home / RDP_CURVES_DIR)]
 
 
 def write_superexec_secret(home: Path) -> Path:
@@ -558,8 +561,13 @@ def _port_open(port: int) -> bool:
 def stop_all(popens: Sequence[subprocess.Popen[bytes]], homes: Sequence[Path]) -> None:
     """Stop processes started in their own session (``popens``) and every process of the Flower ``homes``.
 
-    SIGTERM to each started process group, then ``stop_processes`` on each home (SIGTERM, then SIGKILL, one
-    PID at a time), then reap ``popens``. ``DeploymentError`` names any process still alive after that.
+    SIGTERM to each started process group, up to ``STOP_GRACE_S`` for them to exit, then ``stop_processes`` on
+    each home (SIGTERM, then SIGKILL, one PID at a time) for what is left, then reap ``popens``.
+    ``DeploymentError`` names any process still alive after that.
+
+    The grace matters: Flower's processes handle the first SIGTERM and restore the default action, so a second
+    one sent at once kills a SuperNode before it signs off at the SuperLink, which then lists it online for
+    another minute and refuses to activate it again (code 2004).
     """
     for popen in popens:
         if popen.poll() is None:
@@ -567,6 +575,12 @@ def stop_all(popens: Sequence[subprocess.Popen[bytes]], homes: Sequence[Path]) -
                 os.killpg(popen.pid, signal.SIGTERM)  # started with start_new_session: group id == pid
             except (ProcessLookupError, PermissionError):
                 pass
+    deadline = time.monotonic() + STOP_GRACE_S
+    for popen in popens:
+        try:
+            popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
     survivors = {str(home): stop_processes(home) for home in homes}
     for popen in popens:  # reap them (they were signalled above or by stop_processes)
         try:

@@ -33,7 +33,7 @@ ClientAppCallable = Callable[[Message, Context], Message]
 """A ``flwr.clientapp.ClientApp``, or anything called the same way."""
 
 Observer = Callable[[str, str, Sequence[Message]], None]
-"""Called after each ``send_and_receive`` with (message type, group id, replies)."""
+"""Called after each ``send_and_receive``, once per message type it sent, with (message type, group id, replies)."""
 
 
 @dataclass
@@ -90,8 +90,13 @@ class InProcessGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         replies = list(self.pull_messages(self.push_messages(messages)))
-        if self._observer is not None and messages:
-            self._observer(messages[0].metadata.message_type, messages[0].metadata.group_id, replies)
+        if self._observer is not None:
+            # One call per message type sent (the server asks the next round's consent in the evaluate exchange).
+            for message_type in dict.fromkeys(m.metadata.message_type for m in messages):
+                sent = [m for m in messages if m.metadata.message_type == message_type]
+                ids = {m.metadata.message_id for m in sent}
+                self._observer(message_type, sent[0].metadata.group_id,
+                               [r for r in replies if r.metadata.reply_to_message_id in ids])
         return replies
 
     def _deliver(self, message: Message) -> Message:

@@ -10,6 +10,7 @@ strategy). With ``results-dir`` set, the run's
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
@@ -17,8 +18,10 @@ from flwr.serverapp import Grid, ServerApp
 
 from federated.audit import AUDIT_FILE, AuditLog
 from federated.config import CENTRAL_MODES, RunConfig
+from federated.inprocess import InProcessGrid
 from federated.tasks import get_task
 from server.central_dp import CentralDPFedAvg
+from server.reply_polling import PollingGrid
 from server.run_record import RunRecord
 from server.strategy import ConsentAwareFedAvg
 
@@ -30,6 +33,9 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-rounds`` consent-aware FedAvg rounds as configured in the run config."""
+    _log_to_run_stream()
+    if not isinstance(grid, InProcessGrid):  # which answers at once; Flower's grids pull replies every few seconds
+        grid = PollingGrid(grid)
     config = RunConfig.from_mapping(context.run_config)
     task = get_task(config.task, config.seq_len)
     record = RunRecord(config=config.to_mapping())
@@ -46,7 +52,7 @@ def main(grid: Grid, context: Context) -> None:
     strategy = ConsentAwareFedAvg(record, proposal, audit=audit, fraction_train=config.fraction_train,
                                   fraction_evaluate=config.fraction_evaluate, min_train_nodes=config.min_train_nodes,
                                   min_available_nodes=config.min_available_nodes, seed=config.seed,
-                                  reply_timeout=config.reply_timeout)
+                                  reply_timeout=config.reply_timeout, num_rounds=config.num_rounds)
     arrays = ArrayRecord(task.build_model(config.seed).state_dict())
 
     initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
@@ -59,3 +65,19 @@ def main(grid: Grid, context: Context) -> None:
         path = Path(config.results_dir) / "metrics.json"
         record.write(path)
         log.info("wrote %s", path)
+
+
+def _log_to_run_stream() -> None:
+    """Show the server's INFO lines (who trained, who was skipped and why) where the run's submitter looks.
+
+    Flower's ``flwr-serverapp`` forwards what the ServerApp writes to stdout to ``flwr run --stream`` and
+    ``flwr log``, but gives Optin's loggers no handler, so Python would print warnings only. A process that set
+    up logging itself (``optin demo`` writes them to the run's log file) is left as it is.
+    """
+    logger = logging.getLogger("optin")
+    if logger.handlers or logging.getLogger().handlers:
+        return
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(levelname)s optin: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

@@ -9,6 +9,14 @@ logged, and written to the server's audit log when one is given, with its
 reason. The nodes enforce all of this themselves as well: this is the server
 honouring it, not the only safeguard.
 
+Exchanges: a round is two exchanges, ``train`` and ``evaluate``. The consent ``query`` for round r + 1 is sent
+in round r's evaluate exchange, to every connected node (a node that evaluates gets both messages; its
+SuperNode answers them one after the other without waiting for its next poll); only round 0, and a node that
+connected since, is asked in an exchange of its own. Revocation bound: the server may send round r + 1's
+``train`` to a node whose operator revoked consent after it answered in round r's evaluate exchange; the node
+re-reads its policy at every message and refuses it (``train-error: refused: consent-off``), so nothing is
+released after the policy change is saved, and the server stops asking for training by the next exchange.
+
 Faults: a sampled node that crashes (error reply) or does not answer is skipped
 and logged (``train-error``, ``no-reply``); the round completes with the others.
 "Does not answer" is either no reply within ``reply_timeout`` seconds, or an
@@ -57,7 +65,8 @@ class ConsentAwareFedAvg(FedAvg):
     def __init__(self, record: RunRecord, proposal: ConfigRecord, *, audit: AuditLog | None = None,
                  fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 1,
                  min_available_nodes: int = 1, seed: int = 0, query_timeout: float = 60.0,
-                 connect_timeout: float = 300.0, reply_timeout: float = 3600.0) -> None:
+                 connect_timeout: float = 300.0, reply_timeout: float = 3600.0,
+                 num_rounds: int | None = None) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes,
                          min_evaluate_nodes=0, min_available_nodes=min_available_nodes)
@@ -67,6 +76,7 @@ class ConsentAwareFedAvg(FedAvg):
         self.query_timeout = query_timeout
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout  # seconds to wait for train and evaluate replies (3600: Flower's default)
+        self.num_rounds = num_rounds  # None: unknown, so no round's consent is asked ahead
         self._rng = random.Random(seed)
         # A stream of its own, so that sampling evaluators leaves the training cohorts of a seed unchanged.
         self._evaluate_rng = random.Random(f"{seed}:evaluate")
@@ -74,25 +84,38 @@ class ConsentAwareFedAvg(FedAvg):
         self._sent: dict[int, ArrayRecord] = {}
         self._sampled: dict[int, list[int]] = {}
         self._train_messages: dict[int, list[Message]] = {}
+        self._asked_ahead: dict[int, list[Message]] = {}  # round -> its queries sent in the previous evaluate exchange
 
     def consent_answers(self, server_round: int, grid: Grid) -> dict[int, str]:
-        """Query every connected node once per round (with the proposed round); node id -> reason code.
+        """Every connected node's answer for ``server_round`` (with the proposed round); node id -> reason code.
 
-        ``consent-on`` means consent and budget for the proposed round; ``budget-exhausted`` means
-        consent without budget; anything else means no consent.
+        Answers asked ahead (in the previous round's evaluate exchange) are used; a node connected without one
+        is queried now. ``consent-on`` means consent and budget for the proposed round; ``budget-exhausted``
+        means consent without budget; anything else means no consent.
         """
         if server_round in self._answers:
-            return self._answers[server_round]
-        node_ids = sorted(self._wait_for_nodes(grid))
-        queries = [Message(RecordDict({"config": self.proposal}), node_id, MessageType.QUERY,
-                           group_id=str(server_round)) for node_id in node_ids]
-        replies = {m.metadata.src_node_id: m for m in grid.send_and_receive(queries, timeout=self.query_timeout)}
-        answers = {node_id: _consent_reason(replies.get(node_id)) for node_id in node_ids}
+            late = sorted(set(grid.get_node_ids()) - set(self._answers[server_round]))
+        else:
+            late = sorted(self._wait_for_nodes(grid))
+        if late or server_round not in self._answers:
+            queries = self._queries(late, server_round)
+            replies = list(grid.send_and_receive(queries, timeout=self.query_timeout))
+            self._record_answers(server_round, queries, replies)
+        return self._answers[server_round]
+
+    def _queries(self, node_ids: list[int], server_round: int) -> list[Message]:
+        return [Message(RecordDict({"config": self.proposal}), node_id, MessageType.QUERY,
+                        group_id=str(server_round)) for node_id in node_ids]
+
+    def _record_answers(self, server_round: int, queries: list[Message], replies: list[Message]) -> None:
+        """Each queried node's reason code for ``server_round`` from ``replies`` (a node without one: no-answer)."""
+        node_of = _node_of_reply(queries)
+        answered = {node_of(reply): reply for reply in replies}
+        answers = {(node := m.metadata.dst_node_id): _consent_reason(answered.get(node)) for m in queries}
         self.record.round(server_round).consent.update(answers)
         self._audit_all([("consent", {"round": server_round, "node": node_id, "reason": reason})
                          for node_id, reason in answers.items()])
-        self._answers[server_round] = answers
-        return answers
+        self._answers.setdefault(server_round, {}).update(answers)
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -132,7 +155,12 @@ class ConsentAwareFedAvg(FedAvg):
             evaluators = sorted(self._evaluate_rng.sample(consenting, size))
             log.info("round %d: evaluating on %d of %d consenting node(s)", server_round, size, len(consenting))
         config["server-round"] = server_round
-        return self._messages(arrays, config, evaluators, MessageType.EVALUATE, server_round)
+        messages = self._messages(arrays, config, evaluators, MessageType.EVALUATE, server_round)
+        if self.num_rounds is not None and server_round < self.num_rounds:
+            # Next round's consent, in this exchange: a message of its own, so the evaluate reply stays empty.
+            self._asked_ahead[server_round + 1] = self._queries(sorted(grid.get_node_ids()), server_round + 1)
+            messages += self._asked_ahead[server_round + 1]
+        return messages
 
     def aggregate_train(self, server_round: int,
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -175,7 +203,15 @@ class ConsentAwareFedAvg(FedAvg):
         return arrays, metrics
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        """Record which nodes evaluated (their results stay on the nodes); no metrics to aggregate."""
+        """Record which nodes evaluated (their results stay on the nodes), and the next round's consent answers
+        asked in the same exchange; no metrics to aggregate."""
+        replies = list(replies)
+        queries = self._asked_ahead.pop(server_round + 1, [])
+        if queries:
+            asked = {m.metadata.message_id for m in queries}
+            self._record_answers(server_round + 1, queries,
+                                 [r for r in replies if r.metadata.reply_to_message_id in asked])
+            replies = [r for r in replies if r.metadata.reply_to_message_id not in asked]
         round_record = self.record.round(server_round)
         for reply in replies:
             if reply.has_error():

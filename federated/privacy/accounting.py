@@ -47,6 +47,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 from opacus.accountants import PRVAccountant, RDPAccountant
@@ -62,6 +63,7 @@ from opacus.accountants.analysis.prv import (
 )
 
 from federated.errors import PrivacyError
+from federated.privacy.rdp_curves import CurveFolder, compute_curve
 
 Step = tuple[float, float, int]
 """One run of identical steps: (noise_multiplier, sample_rate, steps)."""
@@ -146,12 +148,21 @@ def _rdp_epsilon(history: Sequence[Step], delta: float) -> float:
     return float(eps)
 
 
+_curve_folder: CurveFolder | None = None
+
+
+def keep_curves_in(folder: Path | None) -> None:
+    """Keep each RDP curve this process computes in ``folder`` and read it back from there, in this process and
+    in later ones (``federated.privacy.rdp_curves``: the same values, bit for bit); ``None``: memory only."""
+    global _curve_folder
+    _curve_folder = None if folder is None else CurveFolder(folder)
+
+
 @functools.lru_cache(maxsize=4096)
 def _rdp_per_step(noise_multiplier: float, sample_rate: float) -> np.ndarray:
-    curve = rdp_analysis.compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=1,
-                                     orders=RDPAccountant.DEFAULT_ALPHAS)
-    curve.flags.writeable = False
-    return curve
+    if _curve_folder is not None:
+        return _curve_folder.curve(noise_multiplier, sample_rate)
+    return compute_curve(noise_multiplier, sample_rate)
 
 
 def prv_grid_size(history: Sequence[Step], delta: float) -> float:

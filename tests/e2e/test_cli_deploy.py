@@ -54,7 +54,8 @@ def test_node_runs_a_supernode_with_tls_node_auth_and_its_workspace(certs: Path,
     assert _value(words, "--isolation") == "process"
     assert _value(words, "--superexec-auth-secret-file") == str(home / "superexec.secret")
     assert executor[3:] == ["-m", "clients.node_executor", "--runtime-api-address",
-                            f"127.0.0.1:{_value(words, '--port')}", "--secret-file", str(home / "superexec.secret")]
+                            f"127.0.0.1:{_value(words, '--port')}", "--secret-file", str(home / "superexec.secret"),
+                            "--curves-dir", str(home / "rdp-curves")]
     assert words[:2] == [f"FLWR_HOME={home}", "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1"]
     assert Path(words[2]).name == "flower-supernode" and "--insecure" not in words
     assert _value(words, "--superlink") == "10.0.0.5:8000"

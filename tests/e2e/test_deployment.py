@@ -46,6 +46,7 @@ class DeployedRun:
     hostile_run_id: int
     hostile_metrics: str  # the hostile run's metrics.json, as written
     hostile_imported: Path  # the modified ClientApp writes this file when it is imported
+    streamed: str  # what ``flwr run --stream`` printed for the honest run
 
 
 def hostile_copy(root: Path, marker: Path) -> Path:
@@ -87,7 +88,8 @@ def deployed_run(tmp_path_factory: pytest.TempPathFactory) -> DeployedRun:
                           app_dir=hostile_copy(root, marker))
     metrics = json.loads((outcome.results / "metrics.json").read_text(encoding="utf-8"))
     return DeployedRun(metrics, outcome.results, workspace_of, list(deployment.homes), pids, outcome.run_id,
-                       hostile.run_id, (hostile.results / "metrics.json").read_text(encoding="utf-8"), marker)
+                       hostile.run_id, (hostile.results / "metrics.json").read_text(encoding="utf-8"), marker,
+                       deployment.log_of("flwr-run").read_text(encoding="utf-8", errors="replace"))
 
 
 def _node_of(run: DeployedRun, index: int) -> str:
@@ -119,6 +121,8 @@ def test_opted_out_node_is_skipped_and_gets_no_train_message(deployed_run: Deplo
     assert verify(deployed_run.workspace_of[out] / AUDIT_FILE).ok
     assert [e["kind"] for e in entries] == ["consent"] * (ROUNDS + 1)  # one query per round, nothing else
     assert all(e["consent"] is False and e["reason"] == "policy-missing" for e in entries)
+    for server_round in range(1, ROUNDS + 1):  # the submitter sees each skip and its reason as the run goes
+        assert f"round {server_round}: skipping node {out} (policy-missing)" in deployed_run.streamed
 
 
 def test_each_release_the_server_received_is_one_a_node_recorded(deployed_run: DeployedRun) -> None:

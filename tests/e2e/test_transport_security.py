@@ -114,6 +114,28 @@ def test_the_registered_node_comes_online_and_stops_cleanly(link: Link) -> None:
         stop_all([process], [home])
 
 
+def test_a_node_stopped_with_sigterm_comes_back_online_at_once(link: Link) -> None:
+    """A node restarted right after SIGTERM is not turned away: the first one signed off at the SuperLink (a node
+    that did not stays listed online for a minute, and activating it again fails with Flower's code 2004)."""
+    first, home, log = _node(link, "member", "member", link.certs / "ca.crt")
+    try:
+        link.cli.wait_online([link.member_id], timeout=60)
+        assert _terminate(first) == 130, log.read_text()
+        assert link.member_id not in link.cli.online()
+        again, home, log = _node(link, "member", "member", link.certs / "ca.crt")
+        try:
+            deadline = time.monotonic() + EXIT_TIMEOUT_S
+            while "SuperNode ID" not in log.read_text() and again.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert "SuperNode ID" in log.read_text() and again.poll() is None, log.read_text()
+            link.cli.wait_online([link.member_id], timeout=60)
+            assert _terminate(again) == 130, log.read_text()
+        finally:
+            stop_all([again], [home])
+    finally:
+        stop_all([first], [home])
+
+
 def test_a_node_whose_key_is_not_registered_is_rejected(link: Link) -> None:
     process, home, log = _node(link, "stranger", "stranger", link.certs / "ca.crt", "--max-wait-time", "10")
     try:

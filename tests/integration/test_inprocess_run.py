@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,8 +18,8 @@ from clients.workspace_node import DATA_FOLDER
 from experiments.federation import FederationLayout, make_synthetic_federation, served_folders
 from experiments.node_metrics import merge_node_local
 from federated.audit import AUDIT_FILE, read_entries
-from federated.inprocess import run_in_process
-from federated.privacy.policy import Policy
+from federated.inprocess import InProcessGrid, run_in_process
+from federated.privacy.policy import POLICY_FILE, Policy, read_policy, write_policy
 from server.app import app as server_app
 from tests.conftest import SMALL_CONFIG, SMALL_SPEC
 from tests.node_calls import send_train
@@ -117,3 +118,51 @@ def test_missing_data_folder_is_an_error_naming_the_path_kept_on_the_node(small_
     assert reply.has_error() and reply.error.reason == "refused: data-error"  # paths do not leave the node
     (refusal,) = [e for e in read_entries(folder / AUDIT_FILE) if e["kind"] == "refusal"]
     assert f"workspace data folder not found: {folder / DATA_FOLDER}" in refusal["detail"]
+
+
+@pytest.mark.slow
+def test_consent_revoked_after_the_server_asked_ahead_releases_nothing(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The revocation bound: round 2's consent is asked in round 1's evaluate exchange. A workspace that revokes
+    right after answering is still sent round 2's ``train``; its node refuses it, so no release follows the
+    change, and the server records the refusal."""
+    layout = make_synthetic_federation(tmp_path / "workspaces", SMALL_SPEC, opted_out=[])
+    revoking = layout.folders[2]
+    config = replace(SMALL_CONFIG, num_rounds=2, local_steps=2, results_dir=str(tmp_path / "results"))
+    delivered: list[tuple[str, str, str]] = []
+
+    def revoke_once_asked(message_type: str, group_id: str, replies: Sequence[Message]) -> None:
+        if (message_type, group_id) == ("query", "2"):
+            write_policy(revoking, replace(read_policy(revoking / POLICY_FILE), consent=False))
+
+    def recording_client(msg: Message, context: Context) -> Message:
+        delivered.append((str(context.node_config["workspace"]), msg.metadata.message_type, msg.metadata.group_id))
+        return client_app(msg, context)
+
+    exchanges: list[list[tuple[str, str]]] = []
+    send_and_receive = InProcessGrid.send_and_receive
+
+    def recording_exchanges(grid: InProcessGrid, messages: Iterable[Message], *,
+                            timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        exchanges.append(sorted({(m.metadata.message_type, m.metadata.group_id) for m in messages}))
+        return send_and_receive(grid, messages, timeout=timeout)
+
+    monkeypatch.setattr(InProcessGrid, "send_and_receive", recording_exchanges)
+    grid = run_in_process(server_app, recording_client, [{"workspace": str(f)} for f in layout.folders],
+                          config.to_mapping(), observer=revoke_once_asked)
+    # Two exchanges a round: each round's consent is asked with the previous round's evaluations.
+    assert exchanges == [[("query", "0")], [("evaluate", "0"), ("query", "1")], [("train", "1")],
+                         [("evaluate", "1"), ("query", "2")], [("train", "2")], [("evaluate", "2")]]
+    node = next(str(n.node_id) for n in grid.nodes if n.context.node_config["workspace"] == str(revoking))
+    rounds = json.loads((tmp_path / "results" / "metrics.json").read_text())["rounds"]
+    assert [(t, g) for ws, t, g in delivered if ws == str(revoking)] == [
+        ("query", "0"), ("evaluate", "0"), ("query", "1"), ("train", "1"), ("evaluate", "1"), ("query", "2"),
+        ("train", "2"), ("evaluate", "2")]
+    assert rounds[2]["consent"][node] == "consent-on"  # its answer before the change
+    assert rounds[2]["skipped"][node] == "train-error: refused: consent-off"
+    assert node not in rounds[2]["trained"] and node not in rounds[2]["evaluated"]
+    releases = [e for e in read_entries(revoking / AUDIT_FILE) if e["kind"] == "release"]
+    assert [e["round"] for e in releases] == [1]
+    refusals = [(e["message_type"], e["reason"]) for e in read_entries(revoking / AUDIT_FILE) if e["kind"] == "refusal"]
+    assert refusals == [("train", "consent-off"), ("evaluate", "consent-off")]
