@@ -88,6 +88,18 @@ def _serve(folder: Path, curves: Path) -> None:
     sys.exit(serve(folder, curves))
 
 
+def replace_failed(spare: Worker | None, root: Path, curves: Path) -> Worker:
+    """``spare`` while it is starting or ready; else a new worker, a second after a failed one, so that a worker
+    that cannot start is retried rather than stopping the node's executor, and not in a busy loop."""
+    if spare is not None and not spare.failed:
+        return spare
+    if spare is not None:
+        log.error("a worker failed to start (exit code %s); starting another", spare.process.exitcode)
+        spare.stop()
+        time.sleep(1.0)
+    return Worker(root, curves)
+
+
 def serve(runtime_api_address: str, secret: bytes, curves: Path, poll_interval: float = 0.2) -> None:
     """Claim and hand out tasks until the process is stopped (SIGTERM or Ctrl-C); workers keep the accountant's
     RDP curves in ``curves``."""
@@ -100,11 +112,7 @@ def serve(runtime_api_address: str, secret: bytes, curves: Path, poll_interval: 
     spare: Worker | None = None
     try:
         while True:
-            if spare is None or spare.failed:
-                if spare is not None:
-                    log.error("a worker failed to start (exit code %s); starting another", spare.process.poll())
-                    spare.stop()
-                spare = Worker(root, curves)
+            spare = replace_failed(spare, root, curves)
             if not spare.ready:
                 time.sleep(0.05)
                 continue
