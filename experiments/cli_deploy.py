@@ -19,6 +19,7 @@ from rich.table import Table
 from clients.node_limits import NodeLimits
 from experiments.cli_common import console, fail
 from experiments.deploy import (
+    RESTART_FOR_S,
     SUPEREXEC_SECRET_FILE,
     ServerCertificates,
     executor_command,
@@ -52,7 +53,8 @@ def node(
                                        "registers its public key."),
     port: int = typer.Option(9094, help="Loopback port of the node's local runtime API."),
     max_wait_time: float | None = typer.Option(None, help="Give up after this many seconds without reaching the "
-                                                          "SuperLink (default: keep trying)."),
+                                                          "SuperLink, or being let in by it (default: keep trying "
+                                                          "to reach it; retry a refused activation for 180 s)."),
     flwr_home: Path | None = typer.Option(None, help="Flower's folder for this node (installed apps); "
                                                     "default <workspace>/.flower."),
     max_seq_len: int = typer.Option(MAX_SEQ_LEN, min=1, help="The longest seq-len a run may ask of this node."),
@@ -90,7 +92,7 @@ def node(
     console.print(f"{workspace}: {_consent_summary(workspace)}", highlight=False)
     for command in commands:
         console.print(f"starting: {_shell(command, home)}", highlight=False, soft_wrap=True, markup=False)
-    _run(commands, home)
+    _run(commands, home, RESTART_FOR_S if max_wait_time is None else max_wait_time)
 
 
 @server_app.command("dev-certs")
@@ -164,9 +166,9 @@ def _consent_summary(workspace: Path) -> str:
     return f"consent is {'on' if policy.consent else 'off'} ({path})"
 
 
-def _run(commands: list[list[str]], home: Path) -> None:
+def _run(commands: list[list[str]], home: Path, retry_for: float = RESTART_FOR_S) -> None:
     try:
-        code = run_in_foreground(commands, home)
+        code = run_in_foreground(commands, home, retry_for)
     except OptinError as exc:
         fail(exc)
     if code not in (0, 130):

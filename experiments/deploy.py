@@ -46,6 +46,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -281,30 +282,75 @@ def flower_environment(home: Path) -> dict[str, str]:
     return env
 
 
-def run_in_foreground(commands: Sequence[list[str]], home: Path) -> int:
+ACTIVATION_REFUSED = b"[code: 2004]"
+"""What a SuperNode prints when the SuperLink refuses to activate it: its key is not registered, or the SuperLink
+still lists it online (its last session ended without signing off: killed, crashed, or a timed-out activation
+retried). Flower 1.42 prints the same for both."""
+RESTART_EVERY_S = 10.0
+RESTART_FOR_S = 180.0  # the SuperLink lists a silent node online for 2 x its 30 s heartbeat interval at most
+
+
+def run_in_foreground(commands: Sequence[list[str]], home: Path, retry_for: float = RESTART_FOR_S) -> int:
     """Run Flower processes (a SuperLink; or a SuperNode and its executor) until one exits or this process is
     interrupted (Ctrl-C, SIGTERM).
 
+    The first command's output is passed through to this process's: if it exits because the SuperLink refused
+    to activate it (``ACTIVATION_REFUSED``), all of them are started again every ``RESTART_EVERY_S`` s for up to
+    ``retry_for`` s, which lets in a node the SuperLink still listed online once it has marked it offline.
     Returns the exit code of the first to exit (130 when interrupted). Whatever happens, all of them and every
-    process they started (found by ``home``) are stopped before this returns; ``DeploymentError`` if one survives.
+    process they started (found by ``home``) are stopped before this returns; ``DeploymentError`` if one
+    survives.
     """
     home.mkdir(parents=True, exist_ok=True)
     if running := find_processes(home):
         raise DeploymentError(f"{home}: Flower processes {running} are already running with this home; stop them first")
     previous = signal.signal(signal.SIGTERM, _interrupt)
     processes: list[subprocess.Popen[bytes]] = []
+    give_up_at = time.monotonic() + retry_for
     try:
-        for command in commands:
-            processes.append(subprocess.Popen(command, env=flower_environment(home), stdin=subprocess.DEVNULL,
-                                              start_new_session=True))
-        while all(process.poll() is None for process in processes):
-            time.sleep(0.2)
-        return next(process.returncode for process in processes if process.returncode is not None)
+        while True:
+            first = subprocess.Popen(commands[0], env=flower_environment(home), stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+            processes = [first]
+            relay = _Relay(first)
+            for command in commands[1:]:
+                processes.append(subprocess.Popen(command, env=flower_environment(home), stdin=subprocess.DEVNULL,
+                                                  start_new_session=True))
+            while all(process.poll() is None for process in processes):
+                time.sleep(0.2)
+            relay.join(timeout=10)
+            if not (first.returncode and relay.refused and time.monotonic() < give_up_at):
+                return next(process.returncode for process in processes if process.returncode is not None)
+            stop_all(processes, [home])
+            print(f"the SuperLink refused to activate this node: it still lists it online (its last session did not "
+                  f"sign off: it clears within a minute), or its key is not registered (flwr supernode register); "
+                  f"trying again in {RESTART_EVERY_S:.0f} s, for up to {give_up_at - time.monotonic():.0f} s more",
+                  flush=True)
+            time.sleep(RESTART_EVERY_S)
     except KeyboardInterrupt:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
         stop_all(processes, [home])
+
+
+class _Relay(threading.Thread):
+    """Copies a process's output to this process's stdout as it comes; notes whether it said
+    ``ACTIVATION_REFUSED``."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        super().__init__(daemon=True)
+        self.process = process
+        self.refused = False
+        self.start()
+
+    def run(self) -> None:
+        assert self.process.stdout is not None
+        out = sys.stdout.buffer
+        for line in self.process.stdout:
+            self.refused = self.refused or ACTIVATION_REFUSED in line
+            out.write(line)
+            out.flush()
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

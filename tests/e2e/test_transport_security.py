@@ -9,6 +9,7 @@ Every wait is bounded; about a minute on 2 cores.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import ssl
@@ -128,6 +129,34 @@ def test_a_node_stopped_with_sigterm_comes_back_online_at_once(link: Link) -> No
             while "SuperNode ID" not in log.read_text() and again.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.2)
             assert "SuperNode ID" in log.read_text() and again.poll() is None, log.read_text()
+            link.cli.wait_online([link.member_id], timeout=60)
+            assert _terminate(again) == 130, log.read_text()
+        finally:
+            stop_all([again], [home])
+    finally:
+        stop_all([first], [home])
+
+
+def test_a_node_that_was_killed_comes_back_once_the_superlink_lets_it(link: Link) -> None:
+    """A SuperNode killed outright cannot sign off: the SuperLink lists it online until it misses its heartbeats
+    and refuses to activate it meanwhile (Flower's code 2004). ``optin node`` started again says so and keeps
+    trying until it is let in, instead of exiting."""
+    first, home, log = _node(link, "member", "member", link.certs / "ca.crt")
+    try:
+        link.cli.wait_online([link.member_id], timeout=60)
+        supernode = next(pid for pid in find_processes(home)
+                         if "flower-supernode" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"))
+        os.kill(supernode, signal.SIGKILL)
+        assert first.wait(timeout=EXIT_TIMEOUT_S) != 0
+        assert find_processes(home) == []
+        again, home, log = _node(link, "member", "member", link.certs / "ca.crt")
+        try:
+            deadline = time.monotonic() + 4 * EXIT_TIMEOUT_S
+            while "SuperNode ID" not in log.read_text() and again.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            text = log.read_text()
+            assert "SuperNode ID" in text and again.poll() is None, text
+            assert "[code: 2004]" in text and "refused to activate this node: it still lists it online" in text, text
             link.cli.wait_online([link.member_id], timeout=60)
             assert _terminate(again) == 130, log.read_text()
         finally:
