@@ -71,13 +71,14 @@ def _log_to_run_stream() -> None:
     """Show the server's INFO lines (who trained, who was skipped and why) where the run's submitter looks.
 
     Flower's ``flwr-serverapp`` forwards what the ServerApp writes to stdout to ``flwr run --stream`` and
-    ``flwr log``, but gives Optin's loggers no handler, so Python would print warnings only. A process that set
+    ``flwr log``, but leaves Optin's loggers at the root's level (warnings only). A process that set
     up logging itself (``optin demo`` writes them to the run's log file) is left as it is.
     """
     logger = logging.getLogger("optin")
-    if logger.handlers or logging.getLogger().handlers:
+    if logger.handlers:
         return
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(levelname)s optin: %(message)s"))
-    logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    if not logging.getLogger().handlers:  # else Flower's own handlers print them, to the same stream
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(levelname)s optin: %(message)s"))
+        logger.addHandler(handler)
