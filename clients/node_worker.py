@@ -34,7 +34,18 @@ from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_htt
 from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
 from flwr.supercore.retry import make_simple_http_retry_invoker
 from flwr.supercore.runtime import RuntimeHttpClient
-from flwr.supernode.runtime.run_clientapp import pull_task_input, push_message, push_task_output
+from flwr.common.serde import context_from_proto, fab_from_proto, run_from_proto
+from flwr.proto.node_pb2 import Node  # pylint: disable=no-name-in-module
+from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest  # pylint: disable=no-name-in-module
+from flwr.supercore.fab import Fab
+from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+    make_confirm_message_received_fn_protobuf,
+    make_pull_object_fn_protobuf,
+)
+from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 import torch._dynamo  # noqa: F401 - torch's optimizers import it at first use (0.7 s); the fork server does it once
 
 from clients.app import app as optin_clientapp
@@ -94,6 +105,32 @@ def _record_first_sight(node: WorkspaceNode, app: RunApp, refusal: tuple[str, st
                      reason=refusal[0] if refusal else "served")
     except OptinError as exc:
         log.error("could not audit run %s's app: %s", app.run_id, exc)
+
+
+PULL_BACKOFF_S = (0.02, 0.2)
+"""First and largest wait between tries for a part of the message the SuperNode does not hold yet. Flower's
+own waits 1 s first: the SuperNode offers the task while it is still fetching the message's arrays, so the
+first try of a model-carrying message usually misses and cost a second per message."""
+
+
+def pull_task_input(client: RuntimeHttpClient) -> tuple[Message, Context, Run, Fab]:
+    """Flower's ``run_clientapp.pull_task_input`` (1.42), with ``PULL_BACKOFF_S`` between tries."""
+    response = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = response.task_id
+    TaskIdentity.run_id = response.run.run_id
+    TaskIdentity.node_id = response.context.node_id
+    context, run, fab = context_from_proto(response.context), run_from_proto(response.run), fab_from_proto(response.fab)
+    pulled = client.PullMessages(PullAppMessagesRequest())
+    if not pulled.messages_list:
+        raise RuntimeError("no message from the runtime API")
+    node = Node(node_id=context.node_id)
+    tree = pulled.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
+        return_type=Message, initial_backoff=PULL_BACKOFF_S[0], backoff_cap=PULL_BACKOFF_S[1])
+    message.metadata.__dict__["_message_id"] = tree.object_id  # the deflated message does not carry its own id
+    return message, context, run, fab
 
 
 def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
