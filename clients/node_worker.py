@@ -179,9 +179,9 @@ def make_run_once(invocation: dict[str, Invocation]) -> Callable[..., int]:
                 heartbeat.stop()
                 client.close()
         if line:
-            # The handler's own time, then what the worker added around it: pulling the input, pushing the reply.
-            print(f"{time.strftime('%H:%M:%S')} {line} in {answered - answering:.2f} s "
-                  f"(+{time.monotonic() - started - (answered - answering):.2f} s runtime)", flush=True)
+            # The handler's own time, then the runtime's around it: pulling the message in, pushing the reply out.
+            print(f"{time.strftime('%H:%M:%S')} {line} in {answered - answering:.2f} s (pulled in "
+                  f"{answering - started:.2f} s, pushed in {time.monotonic() - answered:.2f} s)", flush=True)
         return 0 if status == SubStatus.COMPLETED else 1
 
     return run_once

@@ -9,52 +9,40 @@ amounts of local training (``--local-steps``, default 1 and 20), two ways:
   and SuperNode authentication on) that runs one ``flwr run`` per amount of local training.
 
 A round's wall time is read the same way in both: from the server audit log, the time between the
-consent answers of round r and of round r + 1 (one ``train``, one ``evaluate`` and the next ``query``
-exchange), averaged over rounds 1..R. Overhead = deployed − in process, per amount of local training.
-It also times what the n ClientApp processes of one exchange pay before they can handle their message
-(n fresh interpreters importing Flower's ClientApp runtime and Optin's ClientApp, torch and Opacus,
-started at once), and prints everything side by side with a model of the overhead. The workspaces get a
-large privacy budget (synthetic data): the two runs must not be cut short by budget exhaustion.
+consent answers of round r and of round r + 1 (one ``train`` exchange, then one ``evaluate`` exchange that
+also carries round r + 1's ``query``), averaged over rounds 1..R-1. Overhead = deployed − in process, per
+amount of local training. It also reads, from each node's executor log, what each message cost on the node:
+the handler's own time and what the runtime added around it (taking the task, pulling the message and
+its model from the SuperNode, pushing the reply); and, for comparison in the same run, what Flower's
+stock runtime paid per message before any of that (n fresh interpreters importing Flower's ClientApp
+runtime, Optin's ClientApp, torch and Opacus, started at once). The workspaces get a large privacy
+budget (synthetic data): the runs must not be cut short by budget exhaustion.
 
-What determines the overhead (Flower 1.42, ``isolation = subprocess``):
+What determines the overhead (Flower 1.42; nodes as ``optin node`` runs them: ``--isolation process`` and
+Optin's executor, ``clients/node_executor.py``):
 
-- **3 message exchanges per round** (Optin's strategy: ``query``, ``train``, ``evaluate``), each a full
-  ServerApp → SuperLink → SuperNode → ClientApp → back trip.
-- **Polling, per exchange**: an idle SuperNode asks the SuperLink for messages every 3 s, its SuperExec
-  looks for a task every 1 s (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``), the ServerApp asks for replies
-  every 3 s. Expected wait ≈ 1.5 + 0.5 + 1.5 = 3.5 s (0 to 7 s).
-- **A fresh process per message**: each message starts a ``flwr-clientapp`` process that imports torch
-  and Opacus again; the n processes of an exchange start together and share the machine's cores.
-- Not measured separately, and small at this size: TLS, node authentication, serialization and the
-  loopback transfer of the ~0.5 MB model (milliseconds).
+- **2 message exchanges per round** (``train``; ``evaluate`` with the next round's ``query``), each a
+  ServerApp → SuperLink → SuperNode → worker → back trip.
+- **Flower's fixed polling, per exchange**: an idle SuperNode asks the SuperLink for messages every 3 s
+  (a constant in Flower's code), so a message waits 1.5 s on average (0 to 3 s) before a node sees it.
+  The SuperNode offers the task while it is still fetching the message's model from the SuperLink, and
+  Flower waits 1 s before its next try for a part not there yet: that shows up in the runtime time of
+  model-carrying messages.
+- **Optin's own polling**: the executor looks for a task every 0.2 s, the ServerApp for replies every
+  0.1 s (``server/reply_polling.py``; Flower's own grid waits 3 s).
+- **A fresh process per message**, forked from a server that already imported everything: milliseconds.
 
-So overhead per round ≈ 3 × (3.5 s + concurrent cold start), whatever the local training: it dominates
-tiny rounds (tests, demos) and fades relative to compute for real local training. Because deployed nodes
-compute in parallel processes while the in-process baseline runs them one after another, heavy local
-training can hide part of the overhead (the deployed round can even be shorter on many cores).
+Measured with this file (``--rounds 4``, 3 workspaces of 100-200 messages) on a shared 2-core machine:
+see BENCHMARKS.md, section 4c, for the figures and the model. Rerun for yours:
 
-Measured with this file (``--rounds 3``, 3 workspaces of 100-200 messages) on a quiet 2-core machine
-(load average < 1 before the run; each node's processes with ``OMP_NUM_THREADS=1``, which
-``LoopbackDeployment`` sets unless the environment does):
-
-    local steps   in process   deployed   overhead   ratio
-              1          0.4       32.3       31.9   82.4x
-             20          0.9       30.1       29.2   33.1x
-    3 ClientApp cold starts at once: 5.2 s (median of 6); polling 3.5 s per exchange;
-    model 3 x (3.5 + 5.2) = 26.1 s; the ~1-2 s per exchange it leaves out is the SuperNode's 0.5 s
-    reply polling and each ClientApp process installing the app bundle (FAB) before it runs.
-
-The overhead, ~30 s per round or ~10 s per exchange here, does not grow with local training. With
-torch's default threads the 20-step round took 43.9 s (overhead 42.9 s): three ClientApps training at
-once on 2 cores spin-wait on each other. Rerun for yours:
-
-    .venv/bin/python -m experiments.bench.deployment_overhead --rounds 3
+    .venv/bin/python -m experiments.bench.deployment_overhead --rounds 4
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -74,10 +62,16 @@ from federated.config import RunConfig
 from federated.data import SyntheticSpec
 from federated.errors import OptinError
 from federated.privacy.policy import Policy, write_policy
+from server.reply_polling import POLL_INTERVAL_S
 
-EXCHANGES_PER_ROUND = 3
-NODE_POLL_S, SUPEREXEC_POLL_S, SERVER_POLL_S = 3.0, 1.0, 3.0
-"""Flower 1.42's idle polling periods: SuperNode pull loop, SuperExec task poll, ServerApp grid pull."""
+EXCHANGES_PER_ROUND = 2
+NODE_POLL_S = 3.0
+"""Flower 1.42's idle SuperNode: how long it sleeps between asking the SuperLink for messages."""
+EXECUTOR_POLL_S, SERVER_POLL_S = 0.2, POLL_INTERVAL_S
+"""Optin's: the node's executor looking for a task, the ServerApp looking for replies."""
+NODE_LINE = re.compile(r"run \d+ (?P<type>[a-z]+): (?P<outcome>answered|refused: [a-z0-9-]+) in (?P<handler>[\d.]+) s "
+                       r"\(pulled in (?P<pulled>[\d.]+) s, pushed in (?P<pushed>[\d.]+) s\)")
+"""A node's line for one message (``clients.node_worker``)."""
 CLIENTAPP_IMPORTS = "import flwr.supernode.runtime.run_clientapp, clients.app"
 BENCH_BUDGET = 1e6
 """Lifetime ε budget given to the synthetic workspaces, so that no round is skipped for budget."""
@@ -115,6 +109,18 @@ def _workspaces(root: Path, spec: SyntheticSpec) -> tuple[Path, ...]:
     return folders
 
 
+def message_seconds(logs: list[Path]) -> dict[str, dict[str, list[float]]]:
+    """Per message type, the seconds of every message the nodes' logs record: handling it, pulling it in (taking
+    the task, the message and its model from the SuperNode), pushing the reply out."""
+    times: dict[str, dict[str, list[float]]] = {}
+    for path in logs:
+        for match in NODE_LINE.finditer(path.read_text(encoding="utf-8", errors="replace")):
+            entry = times.setdefault(match["type"], {"handler": [], "pulled": [], "pushed": []})
+            for part in entry:
+                entry[part].append(float(match[part]))
+    return times
+
+
 @app.command()
 def main(
     rounds: int = typer.Option(3, help="Federated rounds per run (at least 2: round times are between rounds)."),
@@ -135,6 +141,7 @@ def main(
     root = Path(tempfile.mkdtemp(prefix="optin-bench-deploy-"))
     local: dict[int, list[float]] = {}
     deployed: dict[int, list[float]] = {}
+    messages: dict[str, dict[str, list[float]]] = {}
     try:
         cold = cold_start_seconds(workspaces)  # before and after the runs: the machine's load may change
         for steps in local_steps:
@@ -156,38 +163,47 @@ def main(
                 config = replace(base, local_steps=steps, results_dir=str(root / "deployed" / f"results-{steps}"))
                 outcome = cli.run(config, deployment.log_of(f"flwr-run-{steps}"), timeout=timeout)
                 deployed[steps] = round_seconds(outcome.results / AUDIT_FILE)
+            messages = message_seconds([deployment.log_of(f"executor-{key.name}") for key in keys])
         cold += cold_start_seconds(workspaces)
     except OptinError as exc:
         fail(exc)
-    _report(local, deployed, cold, setup, workspaces, rounds, root)
+    _report(local, deployed, messages, cold, setup, workspaces, rounds, root)
 
 
-def _report(local: dict[int, list[float]], deployed: dict[int, list[float]], cold_starts: list[float], setup: float,
-            nodes: int, rounds: int, root: Path) -> None:
-    polling = (NODE_POLL_S + SUPEREXEC_POLL_S + SERVER_POLL_S) / 2
-    cold = statistics.median(cold_starts)
-    model = EXCHANGES_PER_ROUND * (polling + cold)
+def _report(local: dict[int, list[float]], deployed: dict[int, list[float]],
+            messages: dict[str, dict[str, list[float]]], cold_starts: list[float], setup: float, nodes: int,
+            rounds: int, root: Path) -> None:
+    flower_polling = NODE_POLL_S / 2
+    optin_polling = (EXECUTOR_POLL_S + SERVER_POLL_S) / 2
     overheads = {s: statistics.mean(deployed[s]) - statistics.mean(local[s]) for s in local}
     table = Table(title=f"Seconds per round: {nodes} nodes, {os.cpu_count()} CPU core(s), "
-                        f"mean (min-max) of rounds 1..{rounds}")
+                        f"mean (min-max) of rounds 1..{rounds - 1}")
     for column in ("local steps", "in process (compute)", "deployed", "overhead", "deployed / in process"):
         table.add_column(column, justify="right")
     for steps in local:
         table.add_row(str(steps), _spread(local[steps]), _spread(deployed[steps]), f"{overheads[steps]:.1f}",
                       f"{statistics.mean(deployed[steps]) / statistics.mean(local[steps]):.1f}x")
     console.print(table)
+    per_message = Table(title="Seconds per message on a node, median (min-max), every message of the runs")
+    for column in ("message", "count", "handler", "pulled in", "pushed in"):
+        per_message.add_column(column, justify="left" if column == "message" else "right")
+    for kind, times in sorted(messages.items()):
+        per_message.add_row(kind, str(len(times["handler"])),
+                            *(_spread(times[part], statistics.median(times[part])) for part in ("handler", "pulled",
+                                                                                                 "pushed")))
+    per_message.add_row(f"stock runtime, before: {nodes} fresh interpreters importing flwr-clientapp + Optin at once",
+                        str(len(cold_starts)), "", _spread(cold_starts, statistics.median(cold_starts)), "")
+    console.print(per_message)
     model_table = Table(title="What the overhead is made of (per round)")
     for column in ("part", "seconds", "source"):
         model_table.add_column(column, justify="right" if column == "seconds" else "left")
-    model_table.add_row("message exchanges", str(EXCHANGES_PER_ROUND), "query, train, evaluate")
-    model_table.add_row("expected polling wait per exchange", f"{polling:.1f}",
-                        f"half of {NODE_POLL_S:g} s (node) + {SUPEREXEC_POLL_S:g} s (SuperExec) "
-                        f"+ {SERVER_POLL_S:g} s (ServerApp)")
-    model_table.add_row("ClientApp cold start per exchange", _spread(cold_starts, cold),
-                        f"measured {len(cold_starts)} times (median): {nodes} fresh processes importing "
-                        "flwr-clientapp + Optin at once")
-    model_table.add_row("model: exchanges x (polling + cold start)", f"{model:.1f}",
-                        "an upper bound for 'overhead': cold starts overlap polling")
+    model_table.add_row("message exchanges", str(EXCHANGES_PER_ROUND), "train; evaluate + next round's query")
+    model_table.add_row("Flower's fixed polling, expected per exchange", f"{flower_polling:.2f}",
+                        f"half of the idle SuperNode's {NODE_POLL_S:g} s")
+    model_table.add_row("Optin's polling, expected per exchange", f"{optin_polling:.2f}",
+                        f"half of {EXECUTOR_POLL_S:g} s (executor) + {SERVER_POLL_S:g} s (ServerApp)")
+    model_table.add_row("model: exchanges x polling", f"{EXCHANGES_PER_ROUND * (flower_polling + optin_polling):.1f}",
+                        "plus each exchange's slowest node's runtime and handler times (table above)")
     model_table.add_row("deployment set-up (once)", f"{setup:.1f}", "SuperLink up, keys registered, nodes online")
     console.print(model_table)
     console.print(f"work folders (logs, audit logs, metrics.json): {root}", highlight=False)
