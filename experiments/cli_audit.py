@@ -9,8 +9,6 @@ import typer
 from rich.table import Table
 
 from experiments.cli_common import console, fail
-from experiments.report import audit_failures, load_cells
-from experiments.sweep import load_and_run
 from federated.errors import OptinError
 
 AUDIT_FAILED_EXIT = 2
@@ -30,6 +28,9 @@ def canaries(
 
     Example: optin audit canaries experiments/configs/audit_canaries.toml
     """
+    from experiments.report import load_cells
+    from experiments.sweep import load_and_run
+
     try:
         outcome = load_and_run(config, results, resume, console, audit=True)
     except OptinError as exc:
@@ -54,6 +55,8 @@ def canaries(
 
 def exit_if_audit_failed(cells: list[dict[str, Any]]) -> None:
     """Print a red verdict and exit with ``AUDIT_FAILED_EXIT`` if any cell's lower bound exceeds its claim."""
+    from experiments.report import audit_failures
+
     failed = audit_failures(cells)
     if failed:
         console.print(f"[bold red]PRIVACY AUDIT FAILED in {len(failed)} cell(s): {', '.join(failed)}. An empirical "

@@ -1,7 +1,8 @@
 """Deployment commands: ``optin node`` (one workspace's SuperNode) and ``optin server`` (federation operator).
 
 Both run Flower's own ``flower-supernode`` / ``flower-superlink`` with TLS and SuperNode authentication
-always on and runtime dependency installation off (``experiments.deploy`` builds the command lines);
+always on and runtime dependency installation off (``experiments.deploy`` builds the command lines; it is
+imported inside each command, so that ``optin --help`` and the operator commands need no Flower import);
 ``--dry-run`` prints the command (with the environment it gets) instead of running it. A started process
 runs in the foreground until it exits or is interrupted (Ctrl-C, SIGTERM); then it and every process it
 started are stopped.
@@ -18,17 +19,6 @@ from rich.table import Table
 
 from clients.node_limits import NodeLimits
 from experiments.cli_common import console, fail
-from experiments.deploy import (
-    RESTART_FOR_S,
-    SUPEREXEC_SECRET_FILE,
-    ServerCertificates,
-    executor_command,
-    run_in_foreground,
-    superlink_command,
-    supernode_command,
-    write_dev_certificates,
-    write_superexec_secret,
-)
 from federated.errors import OptinError
 from federated.limits import MAX_LOCAL_STEPS, MAX_SEQ_LEN
 from federated.privacy.policy import POLICY_FILE, read_policy
@@ -69,6 +59,8 @@ def node(
 
     Example: optin node -w ./acme --root-certificates certs/ca.crt --auth-key certs/nodes/acme.key
     """
+    from experiments.deploy import SUPEREXEC_SECRET_FILE, executor_command, supernode_command, write_superexec_secret
+
     for path, what in ((root_certificates, "--root-certificates"), (auth_key, "--auth-key")):
         if not path.is_file():
             fail(f"{what} {path}: no such file")
@@ -92,7 +84,7 @@ def node(
     console.print(f"{workspace}: {_consent_summary(workspace)}", highlight=False)
     for command in commands:
         console.print(f"starting: {_shell(command, home)}", highlight=False, soft_wrap=True, markup=False)
-    _run(commands, home, RESTART_FOR_S if max_wait_time is None else max_wait_time)
+    _run(commands, home, max_wait_time)
 
 
 @server_app.command("dev-certs")
@@ -107,6 +99,8 @@ def dev_certs(
 
     Example: optin server dev-certs ./certs --node acme --node globex
     """
+    from experiments.deploy import write_dev_certificates
+
     try:
         certs, keys = write_dev_certificates(outdir, nodes, force=force)
     except OptinError as exc:
@@ -137,6 +131,8 @@ def superlink(
 
     Example: optin server superlink --certs ./certs --port 8000
     """
+    from experiments.deploy import ServerCertificates, superlink_command
+
     try:
         command = superlink_command(ServerCertificates.in_folder(certs.resolve()), state.resolve() / "state.db",
                                     host=host, port=port)
@@ -166,9 +162,13 @@ def _consent_summary(workspace: Path) -> str:
     return f"consent is {'on' if policy.consent else 'off'} ({path})"
 
 
-def _run(commands: list[list[str]], home: Path, retry_for: float = RESTART_FOR_S) -> None:
+def _run(commands: list[list[str]], home: Path, retry_for: float | None = None) -> None:
+    """Run ``commands`` in the foreground (``retry_for``: how long a refused activation is retried; None: the
+    default) and exit with the first one's code."""
+    from experiments.deploy import RESTART_FOR_S, run_in_foreground
+
     try:
-        code = run_in_foreground(commands, home, retry_for)
+        code = run_in_foreground(commands, home, RESTART_FOR_S if retry_for is None else retry_for)
     except OptinError as exc:
         fail(exc)
     if code not in (0, 130):

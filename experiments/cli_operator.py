@@ -18,9 +18,6 @@ from rich.table import Table
 from experiments.cli_common import console, fail
 from federated.audit import AUDIT_FILE, read_entries, repair, verify
 from federated.errors import OptinError
-from federated.privacy.ledger import LEDGER_FILE, Ledger
-from federated.privacy.ledger_check import audit_releases, match_releases
-from federated.privacy.one_run_audit import epsilon_lower_bound
 from federated.privacy.policy import (
     POLICY_FILE,
     PRIVACY_UNITS,
@@ -130,6 +127,9 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
 
     Example: optin ledger show --workspace ./acme
     """
+    from federated.privacy.ledger import LEDGER_FILE, Ledger
+    from federated.privacy.ledger_check import audit_releases, match_releases
+
     path = workspace / LEDGER_FILE
     if not workspace.is_dir():
         fail(f"{workspace}: no such workspace folder")
@@ -292,6 +292,8 @@ def audit_bound(
 
     Example: optin audit bound --canaries 1000 --guesses 100 --correct 100 --delta 0
     """
+    from federated.privacy.one_run_audit import epsilon_lower_bound
+
     try:
         bound = epsilon_lower_bound(canaries, guesses, correct, delta, confidence)
     except OptinError as exc:

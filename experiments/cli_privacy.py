@@ -24,8 +24,6 @@ import typer
 
 from experiments.cli_common import console, fail
 from federated.errors import OptinError
-from federated.privacy.accounting import epsilon as mechanism_epsilon
-from federated.privacy.calibration import calibrate, check_mechanism
 
 privacy_app = typer.Typer(help="Privacy accounting: ε of a mechanism, or the noise for a target ε.",
                           no_args_is_help=True, pretty_exceptions_enable=False)
@@ -54,6 +52,9 @@ def epsilon(
 
     Example: optin privacy epsilon --sampling-rate 0.01 --noise-multiplier 1.1 --steps 1000 --delta 1e-5
     """
+    from federated.privacy.accounting import epsilon as mechanism_epsilon
+    from federated.privacy.calibration import check_mechanism
+
     if not noise_multiplier >= 0:
         fail(f"--noise-multiplier: expected a value >= 0, got {noise_multiplier}")
     try:
@@ -81,6 +82,8 @@ def noise(
 
     Example: optin privacy noise --target-epsilon 8 --sampling-rate 0.01 --steps 1000 --delta 1e-5
     """
+    from federated.privacy.calibration import calibrate
+
     try:
         result = calibrate(target_epsilon, delta, sampling_rate, steps, accountant)
     except OptinError as exc:

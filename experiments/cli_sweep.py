@@ -9,8 +9,6 @@ from rich.table import Table
 
 from experiments.cli_audit import exit_if_audit_failed
 from experiments.cli_common import console, fail
-from experiments.report import load_cells, summarize
-from experiments.sweep import load_and_run
 from federated.errors import OptinError
 
 
@@ -26,6 +24,9 @@ def sweep(
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """
+    from experiments.report import load_cells, summarize
+    from experiments.sweep import load_and_run
+
     try:
         outcome = load_and_run(config, results, resume, console)
     except OptinError as exc:

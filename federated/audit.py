@@ -45,15 +45,17 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import ArrayRecord
 
 from federated.errors import LockError, OptinError
 from federated.limits import KIB, LOGGED_LIST_MAX_ITEMS, LOGGED_STRING_MAX_CHARS, cut
 from federated.locking import file_lock
 from federated.safe_files import open_regular, read_bytes
+
+if TYPE_CHECKING:  # Flower's import costs ~1 s: the operator commands that read logs need none of it
+    from flwr.app import ArrayRecord
 
 log = logging.getLogger("optin.audit")
 

@@ -140,7 +140,7 @@ def _slack_ts(value: Any, where: str, key: str) -> str:
         if seconds is None or not seconds.is_finite() or seconds < 0:
             raise InvalidOperation
         # Beyond the decimal context's 28 digits (some 10**21 years), quantize itself is an InvalidOperation.
-        return f"{seconds.quantize(_MICRO):f}"
+        return f"{seconds.copy_abs().quantize(_MICRO):f}"  # copy_abs: -0.0 is the epoch, not '-0.000000'
     except InvalidOperation:
         raise DataError(f"{where}: key {key!r} expected a Slack timestamp, epoch seconds or an ISO 8601 "
                         f"date-time, got {value!r}") from None

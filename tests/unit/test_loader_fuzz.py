@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from federated.data import Workspace, load_workspace
@@ -136,5 +136,6 @@ def test_random_slack_exports_load_or_fail_naming_a_file(files: dict[str, bytes]
 
 @FUZZ
 @given(jsonl_workspaces())
+@example({"a.jsonl": b'{"ts": -0.0, "user": "alice", "channel": "general", "text": "0"}\n'})  # once '-0.000000'
 def test_random_jsonl_workspaces_and_rosters_load_or_fail_naming_a_file(files: dict[str, bytes]) -> None:
     _loads_or_names_the_file(files)
