@@ -29,7 +29,7 @@ both: the smaller of the two; no DP: ∞. A lower bound above the claim at the a
 (95 % by default) means a bug in Optin's privacy accounting or mechanism, or the 1 − confidence
 chance (1 in 20 per cell at 95 %) that a correct claim is exceeded anyway; rerunning with another
 seed tells them apart. It is logged as an error and flagged in the report either way (and
-``optin audit canaries`` exits with code 2).
+``optin audit canaries`` exits with code 3).
 """
 
 from __future__ import annotations

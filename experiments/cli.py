@@ -1,4 +1,5 @@
-"""The ``optin`` command line. User mistakes (``OptinError``) end in one line and exit code 1."""
+"""The ``optin`` command line. User mistakes (``OptinError``) end in one line on stderr and exit code 1; the
+exit codes are listed in ``experiments.cli_common``."""
 
 from __future__ import annotations
 

@@ -8,10 +8,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from experiments.cli_common import console, fail
+from experiments.cli_common import EXIT_AUDIT_FAILED, console, fail
 from federated.errors import OptinError
 
-AUDIT_FAILED_EXIT = 2
 
 
 def canaries(
@@ -22,7 +21,7 @@ def canaries(
 ) -> None:
     """Train every cell with canaries injected in memory; report exposure and the one-run ε lower bound.
 
-    Exit code 2 (and a red banner) when any empirical lower bound exceeds its claimed ε: at the bound's
+    Exit code 3 (and a red banner) when any empirical lower bound exceeds its claimed ε: at the bound's
     confidence (95 % by default) a correct mechanism does that in at most 1 cell in 20, so it is a bug in the
     mechanism or its accounting, or that chance; rerun to tell.
 
@@ -54,7 +53,7 @@ def canaries(
 
 
 def exit_if_audit_failed(cells: list[dict[str, Any]]) -> None:
-    """Print a red verdict and exit with ``AUDIT_FAILED_EXIT`` if any cell's lower bound exceeds its claim."""
+    """Print a red verdict and exit with ``EXIT_AUDIT_FAILED`` if any cell's lower bound exceeds its claim."""
     from experiments.report import audit_failures
 
     failed = audit_failures(cells)
@@ -62,7 +61,7 @@ def exit_if_audit_failed(cells: list[dict[str, Any]]) -> None:
         console.print(f"[bold red]PRIVACY AUDIT FAILED in {len(failed)} cell(s): {', '.join(failed)}. An empirical "
                       f"lower bound exceeds the claimed ε: a bug in the mechanism or its accounting, or the "
                       f"chance its confidence leaves (at most 1 in 20 per cell at 95 %); rerun to tell.[/]")
-        raise typer.Exit(AUDIT_FAILED_EXIT)
+        raise typer.Exit(EXIT_AUDIT_FAILED)
 
 
 def _eps(value: float) -> str:

@@ -20,7 +20,7 @@ def sweep(
 ) -> None:
     """Train every cell of the grid (target ε × seeds × DP modes × datasets) and write CSV, plots and a report.
 
-    With an [audit] table every cell also runs a canary audit; exit code 2 if a lower bound exceeds its claim.
+    With an [audit] table every cell also runs a canary audit; exit code 3 if a lower bound exceeds its claim.
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from experiments.canary_audit import audit_model, plan_canaries
 from experiments.cli import app
-from experiments.cli_audit import AUDIT_FAILED_EXIT
+from experiments.cli_common import EXIT_AUDIT_FAILED
 from experiments.report import CSV_FILE, REPORT_FILE, load_cells
 from experiments.sweep_config import load_sweep
 from federated.config import RunConfig
@@ -123,10 +123,10 @@ def test_a_lower_bound_above_the_claim_fails_the_audit_loudly(audited: tuple[Pat
     path.write_text(json.dumps(cell), encoding="utf-8")
     result = CliRunner().invoke(app, ["audit", "canaries", str(config), "--results", str(tmp_path),
                                       "--resume", str(copy)])
-    assert result.exit_code == AUDIT_FAILED_EXIT, result.output
+    assert result.exit_code == EXIT_AUDIT_FAILED, result.output
     assert "PRIVACY AUDIT FAILED" in result.output
     result = CliRunner().invoke(app, ["sweep", str(config), "--results", str(tmp_path), "--resume", str(copy)])
-    assert result.exit_code == AUDIT_FAILED_EXIT and "PRIVACY AUDIT FAILED" in result.output, result.output
+    assert result.exit_code == EXIT_AUDIT_FAILED and "PRIVACY AUDIT FAILED" in result.output, result.output
     report = (copy / REPORT_FILE).read_text(encoding="utf-8")
     assert report.split("\n")[2].startswith("> **PRIVACY AUDIT FAILED — a bug, or a 5% chance")
     assert "True" in (copy / CSV_FILE).read_text(encoding="utf-8")
