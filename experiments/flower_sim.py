@@ -54,9 +54,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+import tomli_w
 
 from experiments.node_metrics import merge_node_local, run_ids
 from federated.config import RunConfig
@@ -379,26 +381,9 @@ def _run_status(flwr: str, run_id: str, env: dict[str, str], app_dir: Path) -> t
         return "unknown", f"flwr ls said: {(done.stdout + done.stderr).strip()[-500:]}"
 
 
-def toml_table(values: dict[str, int | float | str]) -> str:
-    """A flat TOML table of scalars (the run-config override file)."""
-    lines = []
-    for key, value in values.items():
-        if isinstance(value, bool):
-            text = "true" if value else "false"
-        elif isinstance(value, (int, float)):
-            text = repr(value)
-        else:
-            text = '"' + "".join(_toml_char(c) for c in str(value)) + '"'
-        lines.append(f'"{key}" = {text}')
-    return "\n".join(lines) + "\n"
-
-
-def _toml_char(c: str) -> str:
-    if c in '"\\':
-        return "\\" + c
-    if ord(c) < 0x20 or ord(c) == 0x7F:
-        return f"\\u{ord(c):04x}"
-    return c
+def toml_table(values: Mapping[str, int | float | str]) -> str:
+    """A flat TOML table of scalars (the run-config override file); ∞ and NaN as TOML's ``inf`` and ``nan``."""
+    return tomli_w.dumps(dict(values))
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import tomli_w
 
 from experiments.node_metrics import node_local
 
@@ -58,10 +59,9 @@ def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
 
 
 def write_config(run_dir: Path, values: dict[str, int | float | str]) -> Path:
-    """The resolved run config as TOML (``config.toml``), so the run can be repeated."""
-    lines = [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    """The resolved run config as TOML (``config.toml``, ∞ as TOML's ``inf``), so the run can be repeated."""
     path = run_dir / "config.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text(tomli_w.dumps(values), encoding="utf-8")
     return path
 
 
