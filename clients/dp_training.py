@@ -127,7 +127,7 @@ def train_dp_sgd(task: Task, model: nn.Module, data: TensorDataset, settings: DP
         dropped += zeroed
     if dropped:
         log.warning("zeroed %d non-finite per-sample gradient(s): the model sent is likely hostile", dropped)
-    state = {k: v.detach().clone() for k, v in private_model._module.state_dict().items()}
+    state = {k: v.detach().clone() for k, v in private_model.to_standard_module().state_dict().items()}
     return DPSGDOutcome(state_dict=state, steps=settings.local_steps, sample_rate=settings.sample_rate,
                         mean_loss=sum(losses) / len(losses) if losses else None, dropped_samples=dropped)
 

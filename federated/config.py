@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from federated.errors import ConfigError
 from federated.limits import shown
@@ -92,15 +92,16 @@ class RunConfig:
     def from_mapping(cls, values: Mapping[str, Any], source: str = "run config") -> RunConfig:
         """Build from kebab-case keys (Flower's style); unknown keys are errors."""
         known = {_key(f.name): f for f in fields(cls)}
+        types = get_type_hints(cls)
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:
                 raise ConfigError(f"{source}: unknown key {shown(key)}; expected one of {sorted(known)}")
             field = known[key]
-            expected = {"int": int, "float": float, "str": str}[str(field.type)]
+            expected = types[field.name]
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value) if abs(value) < 2**1023 else math.inf
-            if not isinstance(value, expected) or isinstance(value, bool):
+            if not isinstance(value, expected) or isinstance(value, bool) and expected is not bool:
                 raise ConfigError(
                     f"{source}: key {key!r} expected {expected.__name__}, got {shown(value)} ({type(value).__name__})"
                 )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+
+import pytest
 
 from experiments.flower_sim import toml_table
 from experiments.results import write_config
 from federated.config import RunConfig
+from federated.errors import ConfigError
 
 
 def test_a_results_config_with_infinity_reads_back(tmp_path: Path) -> None:
@@ -31,3 +34,17 @@ def test_every_run_config_default_is_the_apps_default() -> None:
     """``flwr run`` starts from ``[tool.flwr.app.config]``, the in-process modes from ``RunConfig()``: one run."""
     pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text(encoding="utf-8"))
     assert pyproject["tool"]["flwr"]["app"]["config"] == RunConfig().to_mapping()
+
+
+def test_run_config_fields_of_every_scalar_type_parse() -> None:
+    """A field's type comes from its annotation, so a new bool field parses (and an int is not taken for one)."""
+
+    @dataclass(frozen=True)
+    class WithFlag(RunConfig):
+        verbose: bool = False
+
+    assert WithFlag.from_mapping({"verbose": True, "num-rounds": 2}) == WithFlag(num_rounds=2, verbose=True)
+    with pytest.raises(ConfigError, match="'verbose' expected bool"):
+        WithFlag.from_mapping({"verbose": 1})
+    with pytest.raises(ConfigError, match="'num-rounds' expected int"):
+        WithFlag.from_mapping({"num-rounds": True})
