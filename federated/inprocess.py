@@ -78,8 +78,7 @@ class InProcessGrid(Grid):
         for message in messages:
             if message.metadata.dst_node_id not in self._nodes:
                 raise ValueError(f"no node with id {message.metadata.dst_node_id} in this grid")
-            message.metadata.__dict__["_message_id"] = uuid4().hex
-            message.metadata.__dict__["_run_id"] = self._run.run_id
+            stamp(message, self._run.run_id)
             self._pending[message.metadata.message_id] = message
             ids.append(message.metadata.message_id)
         return ids
@@ -108,8 +107,28 @@ class InProcessGrid(Grid):
             log.error("node %d raised while handling %s:\n%s", node.node_id, message.metadata.message_type,
                       traceback.format_exc())
             reply = Message(Error(CLIENT_APP_RAISED_EXCEPTION, f"{type(exc).__name__}: {exc}"), reply_to=message)
-        reply.metadata.__dict__["_message_id"] = uuid4().hex
-        return reply
+        return stamp(reply)
+
+
+def act_as(node_id: int, run_id: int = 1) -> None:
+    """Make the messages this process creates from now on come from ``node_id`` in run ``run_id``.
+
+    Flower's ``Message`` constructor reads its sender and run from a process-wide holder (``TaskIdentity``) that
+    Flower's own runtimes set for each process they start; a process that plays the server or a node
+    (the in-process grid, tests) sets it itself.
+    """
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, node_id
+
+
+def stamp(message: Message, run_id: int | None = None, message_id: str | None = None) -> Message:
+    """``message`` with the id (a fresh one unless given) and run id a grid gives it when it pushes it.
+
+    Flower keeps both in private metadata fields and offers no setter: its grids write them the same way.
+    """
+    message.metadata.__dict__["_message_id"] = message_id or uuid4().hex
+    if run_id is not None:
+        message.metadata.__dict__["_run_id"] = run_id
+    return message
 
 
 def run_in_process(server_app: ServerApp, client_app: ClientAppCallable, node_configs: Sequence[Mapping[str, str]],
@@ -124,8 +143,7 @@ def run_in_process(server_app: ServerApp, client_app: ClientAppCallable, node_co
     if run_id is None:
         run_id = uuid4().int >> 65  # a positive 63-bit id, like Flower's
     run = Run.create_empty(run_id)
-    # Flower's Message constructor reads the sender's identity from this process-wide holder.
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, SERVER_NODE_ID
+    act_as(SERVER_NODE_ID, run_id)
     nodes = [
         InProcessNode(i, Context(run_id, i, dict(cfg), RecordDict(), dict(run_config)))
         for i, cfg in enumerate(node_configs, start=FIRST_NODE_ID)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from uuid import uuid4
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.app import app as client_app
 from federated.config import RunConfig
+from federated.inprocess import act_as, stamp
 from federated.tasks import get_task
 
 
@@ -23,10 +22,8 @@ def train_config(server_round: int = 1, **overrides: float | int) -> ConfigRecor
 def send(folder: Path, message_type: str, config: RunConfig, content: RecordDict, run_id: int = 1,
          group_id: str = "1", node_config: dict[str, str] | None = None) -> Message:
     """Deliver one message to the node serving ``folder``; returns its reply."""
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run_id, 1
-    message = Message(content, 7, message_type, group_id=group_id)
-    message.metadata.__dict__["_message_id"] = uuid4().hex
-    message.metadata.__dict__["_run_id"] = run_id
+    act_as(1, run_id)
+    message = stamp(Message(content, 7, message_type, group_id=group_id), run_id)
     context = Context(run_id, 7, {"workspace": str(folder), **(node_config or {})}, RecordDict(), config.to_mapping())
     return client_app(message, context)
 

@@ -23,11 +23,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.app.message import remove_content_from_message
 from flwr.common.serde import message_to_proto
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-from flwr.supercore.task_identity import TaskIdentity
 
 from experiments.federation import make_synthetic_federation, run_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec, load_workspace
+from federated.inprocess import act_as, stamp
 from tests.node_calls import send, send_query, send_train, train_config
 
 SPEC = SyntheticSpec(num_workspaces=3, seed=21, min_messages=80, max_messages=160)
@@ -38,7 +38,7 @@ SHORT_NAME = 4
 
 def wire_parts(reply: Message) -> list[tuple[str, bytes]]:
     """(object type, bytes) of everything ``push_message`` sends for ``reply``."""
-    reply.metadata.__dict__["_message_id"] = reply.object_id
+    stamp(reply, message_id=reply.object_id)
     parts = [("Message(proto)", message_to_proto(remove_content_from_message(reply)).SerializeToString())]
     parts += [(type(obj).__name__, obj.deflate()) for obj in get_all_nested_objects(reply).values()]
     return parts
@@ -105,7 +105,7 @@ def test_refusals_crashes_and_direct_replies_carry_no_workspace_text(federation)
 def test_the_scan_finds_a_planted_leak(federation) -> None:
     folders, secrets = federation
     text = load_workspace(folders[0] / "data", scrub=False).texts[0]
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    act_as(1)
     leaky = Message(RecordDict({"metrics": ConfigRecord({"note": "ok " + text[:GRAM] + " ok"})}), 7, "evaluate",
                     group_id="1")
     assert secrets.hits(wire_parts(leaky))

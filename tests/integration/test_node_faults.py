@@ -15,7 +15,7 @@ import clients.app as node_app
 from clients.app import app as client_app
 from experiments.federation import make_synthetic_federation
 from federated.data import SyntheticSpec
-from federated.inprocess import run_in_process
+from federated.inprocess import run_in_process, stamp
 from federated.privacy.ledger import LEDGER_FILE, Ledger
 from server.app import app as server_app
 from server.run_record import RunRecord
@@ -72,7 +72,7 @@ def test_a_node_the_superlink_reports_unavailable_is_skipped_as_not_replying() -
     strategy._sampled[1] = [5, 6]
     strategy._train_messages[1] = [Message(RecordDict(), node, "train", group_id="1") for node in (5, 6)]
     for message in strategy._train_messages[1]:
-        message.metadata.__dict__["_message_id"] = message.object_id  # what a grid does when it pushes
+        stamp(message, message_id=message.object_id)
     unavailable = create_message_error_unavailable_res_message(strategy._train_messages[1][0].metadata,
                                                                "node_unavail")
     assert strategy.aggregate_train(1, [unavailable]) == (None, None)

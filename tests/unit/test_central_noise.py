@@ -8,13 +8,13 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
 from flwr.supercore.differential_privacy import compute_stdv
-from flwr.supercore.task_identity import TaskIdentity
 
+from federated.inprocess import act_as
 from server.central_dp import CentralDPFedAvg
 from server.run_record import RunRecord
 from server.strategy import ConsentAwareFedAvg
 
-TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+act_as(1)
 GLOBAL = ArrayRecord({"w": ArrayRecord([np.zeros(50, dtype=np.float32)])["0"]})
 
 

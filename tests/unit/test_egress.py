@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from uuid import uuid4
 
 import numpy as np
 import pytest
@@ -18,7 +17,6 @@ from flwr.app import (
     MetricRecord,
     RecordDict,
 )
-from flwr.supercore.task_identity import TaskIdentity
 
 from clients.app import app as client_app
 from clients.egress import BLOCKED_REASON, egress_check
@@ -27,6 +25,7 @@ from experiments.federation import make_synthetic_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
+from federated.inprocess import act_as, stamp
 from federated.protocol import REFUSED_CODE
 from tests.node_calls import send, send_query, send_train, train_config
 
@@ -35,15 +34,12 @@ MODEL = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.zeros(3, dty
 
 
 def _request(message_type: str) -> Message:
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+    act_as(1)
     content = RecordDict()
     if message_type in ("train", "evaluate"):
         content = RecordDict({"arrays": ArrayRecord({k: Array(v) for k, v in MODEL.items()}),
                               "config": train_config()})
-    message = Message(content, 7, message_type, group_id="3")
-    message.metadata.__dict__["_message_id"] = uuid4().hex
-    message.metadata.__dict__["_run_id"] = 1
-    return message
+    return stamp(Message(content, 7, message_type, group_id="3"), 1)
 
 
 def _consent(**changes: object) -> RecordDict:
@@ -179,7 +175,6 @@ def test_optins_clientapp_runs_every_reply_through_the_check(tmp_path: Path) -> 
     # A node its operator misconfigured: the error's text names the bad value; only its fixed code leaves.
     context = Context(1, 7, {"workspace": str(folder), CANARIES_KEY: f"[{SECRET!r}"}, RecordDict(),
                       config.to_mapping())
-    request = Message(RecordDict(), 7, "query", group_id="1")
-    request.metadata.__dict__["_message_id"] = uuid4().hex
+    request = stamp(Message(RecordDict(), 7, "query", group_id="1"))
     reply = client_app(request, context)
     assert reply.error.reason == "refused: bad-config" and SECRET not in str(reply.error.reason)

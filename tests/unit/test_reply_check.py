@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
+from federated.inprocess import act_as
 from server.run_record import RunRecord
 from server.strategy import ConsentAwareFedAvg, _consent_reason
 
-TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1
+act_as(1)
 GLOBAL = ArrayRecord({"w": ArrayRecord([np.zeros((2, 3), dtype=np.float32)])["0"]})
 
 

@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 
+from federated.inprocess import act_as, stamp
 from server.reply_polling import PollingGrid
 
-TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, 1  # a server's identity, to make messages
+act_as(1)
 
 
 class SlowNodesGrid(Grid):
@@ -42,7 +42,7 @@ class SlowNodesGrid(Grid):
         ids = []
         for i, message in enumerate(messages):
             message_id = f"m{i}"
-            message.metadata.__dict__["_message_id"] = message_id
+            stamp(message, message_id=message_id)
             self.pushed[message_id] = (message, time.monotonic())
             ids.append(message_id)
         return ids
