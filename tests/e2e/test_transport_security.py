@@ -123,16 +123,7 @@ def test_a_node_stopped_with_sigterm_comes_back_online_at_once(link: Link) -> No
         link.cli.wait_online([link.member_id], timeout=60)
         assert _terminate(first) == 130, log.read_text()
         assert link.member_id not in link.cli.online()
-        again, home, log = _node(link, "member", "member", link.certs / "ca.crt")
-        try:
-            deadline = time.monotonic() + EXIT_TIMEOUT_S
-            while "SuperNode ID" not in log.read_text() and again.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert "SuperNode ID" in log.read_text() and again.poll() is None, log.read_text()
-            link.cli.wait_online([link.member_id], timeout=60)
-            assert _terminate(again) == 130, log.read_text()
-        finally:
-            stop_all([again], [home])
+        _start_again_until_online(link, EXIT_TIMEOUT_S)
     finally:
         stop_all([first], [home])
 
@@ -149,20 +140,27 @@ def test_a_node_that_was_killed_comes_back_once_the_superlink_lets_it(link: Link
         os.kill(supernode, signal.SIGKILL)
         assert first.wait(timeout=EXIT_TIMEOUT_S) != 0
         assert find_processes(home) == []
-        again, home, log = _node(link, "member", "member", link.certs / "ca.crt")
-        try:
-            deadline = time.monotonic() + 4 * EXIT_TIMEOUT_S
-            while "SuperNode ID" not in log.read_text() and again.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.5)
-            text = log.read_text()
-            assert "SuperNode ID" in text and again.poll() is None, text
-            assert "[code: 2004]" in text and "refused to activate this node: it still lists it online" in text, text
-            link.cli.wait_online([link.member_id], timeout=60)
-            assert _terminate(again) == 130, log.read_text()
-        finally:
-            stop_all([again], [home])
+        text = _start_again_until_online(link, 4 * EXIT_TIMEOUT_S)
+        assert "[code: 2004]" in text and "refused to activate this node: it still lists it online" in text, text
     finally:
         stop_all([first], [home])
+
+
+def _start_again_until_online(link: Link, timeout: float) -> str:
+    """Start the member's node again; it must get its SuperNode id and come online within ``timeout`` s, then stop
+    cleanly on SIGTERM. Returns its output."""
+    again, home, log = _node(link, "member", "member", link.certs / "ca.crt")
+    try:
+        deadline = time.monotonic() + timeout
+        while "SuperNode ID" not in log.read_text() and again.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert "SuperNode ID" in log.read_text() and again.poll() is None, log.read_text()
+        link.cli.wait_online([link.member_id], timeout=60)
+        text = log.read_text()
+        assert _terminate(again) == 130, log.read_text()
+        return text
+    finally:
+        stop_all([again], [home])
 
 
 def test_a_node_whose_key_is_not_registered_is_rejected(link: Link) -> None:
