@@ -318,7 +318,8 @@ def run_in_foreground(commands: Sequence[list[str]], home: Path, retry_for: floa
                                                   start_new_session=True))
             while all(process.poll() is None for process in processes):
                 time.sleep(0.2)
-            relay.join(timeout=10)
+            if first.poll() is not None:  # its last lines, and whether it was refused (the executor may exit first)
+                relay.join(timeout=10)
             if not (first.returncode and relay.refused and time.monotonic() < give_up_at):
                 return next(process.returncode for process in processes if process.returncode is not None)
             stop_all(processes, [home])
