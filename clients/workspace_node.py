@@ -10,7 +10,7 @@ calls only after consent was checked.
 
 Audit canaries: the node config key ``audit-canaries`` (a JSON list of strings) adds those texts to
 the training split in memory, one training message each, for an empirical privacy audit
-(``experiments.canary_audit``). They are never written to the workspace folder, never held out,
+(``experiments.research.canary_audit``). They are never written to the workspace folder, never held out,
 and each is one training record like any other message. Only whoever starts the node sets its
 node config; a server cannot.
 """

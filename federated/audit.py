@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import os
-import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from federated.errors import LockError, OptinError
-from federated.limits import KIB, LOGGED_LIST_MAX_ITEMS, LOGGED_STRING_MAX_CHARS, cut
+from federated.limits import KIB, LOGGED_LIST_MAX_ITEMS, cut
 from federated.locking import file_lock
 from federated.safe_files import open_regular, read_bytes
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.federation import FederationLayout, make_synthetic_federation
+from experiments.runners.in_process import FederationLayout, make_synthetic_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 

@@ -3,7 +3,7 @@
 One run trains the same synthetic federation (all workspaces opted in) with the same config at two
 amounts of local training (``--local-steps``, default 1 and 20), two ways:
 
-- **in process** (``experiments.federation.run_federation``, on fresh copies of the workspaces): compute
+- **in process** (``experiments.runners.in_process.run_federation``, on fresh copies of the workspaces): compute
   plus negligible dispatch; this is the compute baseline;
 - **deployed**: one ``LoopbackDeployment`` (a SuperLink and one SuperNode per workspace on 127.0.0.1, TLS
   and SuperNode authentication on) that runs one ``flwr run`` per amount of local training.
@@ -54,9 +54,9 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from experiments.cli_common import console, fail
-from experiments.deploy import LoopbackDeployment, write_dev_certificates
-from experiments.federation import make_synthetic_federation, run_federation
+from experiments.cli.common import console, fail
+from experiments.runners.deployment import LoopbackDeployment, write_dev_certificates
+from experiments.runners.in_process import make_synthetic_federation, run_federation
 from federated.audit import AUDIT_FILE, read_entries
 from federated.config import RunConfig
 from federated.data import SyntheticSpec

@@ -3,7 +3,7 @@
 What is measured, side by side in this process (sides interleaved, rotating order):
 
 - **optin**: one round of Optin's ServerApp and ClientApp on the in-process grid (as
-  ``experiments.federation.run_federation`` runs them; ``num-rounds=1``, every workspace
+  ``experiments.runners.in_process.run_federation`` runs them; ``num-rounds=1``, every workspace
   consenting, ``results-dir`` set as the demo does). Phase times come from the grid's observer, called when each ``send_and_receive`` returns:
   *query* = end of the round-0 evaluation to the end of the round-1 queries (every node answers
   consent and budget); *train* = end of the queries to the last train reply (message creation,
@@ -70,7 +70,7 @@ from experiments.bench.common import (
     quiet_logging,
     table,
 )
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 from federated.inprocess import FIRST_NODE_ID, run_in_process

@@ -1,7 +1,7 @@
 """Scale: time per round and peak memory for 10, 100, 1000 simulated workspaces and a cohort of 10.
 
 What is measured: for each population size N, a fresh subprocess runs Optin's ServerApp and ClientApp
-in process (``experiments.federation.run_federation``'s grid) on N synthetic workspaces (all
+in process (``experiments.runners.in_process.run_federation``'s grid) on N synthetic workspaces (all
 consenting, ``results-dir`` set as the demo does) with ``fraction-train = cohort / N`` and
 ``min-train-nodes = cohort``, so every round trains exactly ``--cohort`` workspaces, and
 ``fraction-evaluate = cohort / N``, so every round evaluates ``--cohort`` workspaces too (a sample of
@@ -51,7 +51,7 @@ from flwr.app import Context, Message, MessageType
 
 from clients.app import app as client_app
 from experiments.bench.common import apply_threads, header, parser, quiet_logging, table
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 from federated.inprocess import run_in_process

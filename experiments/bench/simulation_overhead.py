@@ -1,9 +1,9 @@
 """Flower Simulation Engine vs in process: the same federation, and where the extra time goes.
 
 What is measured: the same synthetic federation (fresh, identical copies of the workspaces, all
-consenting) and the same run config, run once with ``experiments.flower_sim.run_flower_simulation``
+consenting) and the same run config, run once with ``experiments.runners.flower_simulation.run_flower_simulation``
 (``flwr run`` on a private local SuperLink, Ray backend, one CPU per ClientApp actor) and once with
-``experiments.federation.run_federation`` (in process), in alternating order when repeated. Both
+``experiments.runners.in_process.run_federation`` (in process), in alternating order when repeated. Both
 are timed from the call to its return (wall clock); the split comes from timestamps both runs
 leave behind, read the same way for both:
 
@@ -43,8 +43,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from experiments.bench.common import apply_threads, copy_workspaces, header, parser, quiet_logging, table
-from experiments.federation import make_synthetic_federation, run_federation
-from experiments.flower_sim import SimulationResources, run_flower_simulation
+from experiments.runners.in_process import make_synthetic_federation, run_federation
+from experiments.runners.flower_simulation import SimulationResources, run_flower_simulation
 from federated.audit import AUDIT_FILE, read_entries
 from federated.config import RunConfig
 from federated.data import SyntheticSpec

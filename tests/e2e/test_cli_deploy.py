@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiments.cli import app
-from experiments.deploy import write_dev_certificates
+from experiments.cli.app import app
+from experiments.runners.deployment import write_dev_certificates
 
 runner = CliRunner()
 

@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from experiments.deploy import LoopbackDeployment, write_dev_certificates
-from experiments.flower_sim import APP_DIR
-from experiments.federation import make_synthetic_federation
-from experiments.flower_sim import find_processes
+from experiments.runners.deployment import LoopbackDeployment, write_dev_certificates
+from experiments.runners.in_process import make_synthetic_federation
+from experiments.runners.processes import APP_DIR, find_processes
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.config import RunConfig
 from federated.data import SyntheticSpec

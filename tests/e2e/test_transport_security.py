@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from experiments.deploy import CONNECTION, DeploymentError, FlowerCli, stop_all, write_dev_certificates
-from experiments.federation import make_synthetic_federation
-from experiments.flower_sim import find_processes, free_ports
+from experiments.runners.deployment import CONNECTION, DeploymentError, FlowerCli, stop_all, write_dev_certificates
+from experiments.runners.in_process import make_synthetic_federation
+from experiments.runners.processes import find_processes, free_ports
 from federated.data import SyntheticSpec
 
 OPTIN = Path(sys.executable).parent / "optin"

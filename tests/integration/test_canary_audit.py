@@ -15,11 +15,11 @@ import torch
 from flwr.app import ArrayRecord
 from typer.testing import CliRunner
 
-from experiments.canary_audit import audit_model, plan_canaries
-from experiments.cli import app
-from experiments.cli_common import EXIT_AUDIT_FAILED
-from experiments.report import CSV_FILE, REPORT_FILE, load_cells
-from experiments.sweep_config import load_sweep
+from experiments.research.canary_audit import audit_model, plan_canaries
+from experiments.cli.app import app
+from experiments.cli.common import EXIT_AUDIT_FAILED
+from experiments.research.report import CSV_FILE, REPORT_FILE, load_cells
+from experiments.research.sweep_config import load_sweep
 from federated.config import RunConfig
 from federated.tasks.nextchar import NextCharTask
 

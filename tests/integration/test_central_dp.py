@@ -17,7 +17,7 @@ import pytest
 from flwr.app import Context, Message
 
 from clients.app import app as client_app
-from experiments.federation import make_synthetic_federation, run_federation
+from experiments.runners.in_process import make_synthetic_federation, run_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 from federated.errors import ConfigError

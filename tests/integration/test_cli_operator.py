@@ -5,8 +5,8 @@ from pathlib import Path
 from flwr.app import ArrayRecord, RecordDict
 from typer.testing import CliRunner
 
-from experiments.cli import app
-from experiments.federation import make_synthetic_federation
+from experiments.cli.app import app
+from experiments.runners.in_process import make_synthetic_federation
 from federated.data import SyntheticSpec
 from federated.privacy.policy import read_policy
 from federated.tasks import get_task

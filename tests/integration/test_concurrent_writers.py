@@ -187,7 +187,7 @@ def _train_once(folder: str, run_id: int, barrier: Any) -> str | None:
 @pytest.mark.slow
 def test_two_train_calls_at_once_cannot_both_spend_the_last_of_the_budget(tmp_path: Path) -> None:
     """The attack: two train calls on one workspace at once both released (lifetime ε 11.29 against 9.77)."""
-    from experiments.federation import make_synthetic_federation
+    from experiments.runners.in_process import make_synthetic_federation
     from federated.data import SyntheticSpec
     from federated.privacy.ledger import LEDGER_FILE, Ledger
     from federated.privacy.policy import Policy, write_policy

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.audit import AUDIT_FILE, AuditLog, read_entries, verify
 from federated.data import SyntheticSpec
 from federated.privacy.ledger import LEDGER_FILE, Ledger

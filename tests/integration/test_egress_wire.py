@@ -24,7 +24,7 @@ from flwr.app.message import remove_content_from_message
 from flwr.common.serde import message_to_proto
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-from experiments.federation import make_synthetic_federation, run_federation
+from experiments.runners.in_process import make_synthetic_federation, run_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec, load_workspace
 from federated.inprocess import act_as, stamp

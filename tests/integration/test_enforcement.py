@@ -11,7 +11,7 @@ import pytest
 from opacus.accountants import RDPAccountant
 
 from clients.workspace_node import DATA_FOLDER, WorkspaceNode, member_groups
-from experiments.federation import make_synthetic_federation, run_federation
+from experiments.runners.in_process import make_synthetic_federation, run_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.data import SyntheticSpec, load_workspace, split_messages
 from federated.privacy.ledger import LEDGER_FILE, Ledger

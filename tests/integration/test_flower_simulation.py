@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from experiments.federation import make_synthetic_federation
-from experiments.flower_sim import SimulationResources, run_flower_simulation
+from experiments.runners.in_process import make_synthetic_federation
+from experiments.runners.flower_simulation import SimulationResources, run_flower_simulation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 

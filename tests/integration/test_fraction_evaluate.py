@@ -10,7 +10,7 @@ import pytest
 from flwr.app import Context, Message, MessageType
 
 from clients.app import app as client_app
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 from federated.inprocess import run_in_process

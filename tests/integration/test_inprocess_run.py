@@ -15,8 +15,8 @@ from opacus.accountants import RDPAccountant
 
 from clients.app import app as client_app
 from clients.workspace_node import DATA_FOLDER
-from experiments.federation import FederationLayout, make_synthetic_federation, served_folders
-from experiments.node_metrics import merge_node_local
+from experiments.runners.in_process import FederationLayout, make_synthetic_federation, served_folders
+from experiments.runners.node_metrics import merge_node_local
 from federated.audit import AUDIT_FILE, read_entries
 from federated.inprocess import InProcessGrid, run_in_process
 from federated.privacy.policy import POLICY_FILE, Policy, read_policy, write_policy

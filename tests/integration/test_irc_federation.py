@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from experiments.irc_experiment import IrcExperiment, print_comparison, run_irc_experiment
+from experiments.research.irc_experiment import IrcExperiment, print_comparison, run_irc_experiment
 from federated.config import RunConfig
 from federated.data import MANIFEST_FILE, irc_corpus_dir, resolve_data_root
 from federated.data.paths import IRC_CORPUS

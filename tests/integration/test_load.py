@@ -28,7 +28,7 @@ from flwr.app import Context, Message
 
 from clients.app import app as client_app
 from clients.workspace_node import DATA_FOLDER
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.config import RunConfig
 from federated.data import SyntheticSpec

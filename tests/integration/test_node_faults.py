@@ -13,7 +13,7 @@ from flwr.server.superlink.linkstate.utils import create_message_error_unavailab
 
 import clients.app as node_app
 from clients.app import app as client_app
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.data import SyntheticSpec
 from federated.inprocess import run_in_process, stamp
 from federated.privacy.ledger import LEDGER_FILE, Ledger

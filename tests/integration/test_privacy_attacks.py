@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, RecordDict
 
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.data import SyntheticSpec, load_workspace
 from federated.privacy.ledger import LEDGER_FILE, Ledger

@@ -13,8 +13,8 @@ from dp_accounting import dp_event
 from dp_accounting.rdp.rdp_privacy_accountant import RdpAccountant
 from typer.testing import CliRunner
 
-from experiments.cli import app
-from experiments.sweep import load_and_run
+from experiments.cli.app import app
+from experiments.research.sweep import load_and_run
 from federated.privacy.ledger import LEDGER_FILE, Ledger
 
 SWEEP = """

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiments.cli import app
-from experiments.sweep import load_and_run
-from experiments.sweep_config import Cell, load_sweep
+from experiments.cli.app import app
+from experiments.research.sweep import load_and_run
+from experiments.research.sweep_config import Cell, load_sweep
 from federated.data import resolve_data_root
 from federated.errors import ConfigError
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.flower_sim import LOG_FILE
-from experiments.sweep import load_and_run
+from experiments.runners.flower_simulation import LOG_FILE
+from experiments.research.sweep import load_and_run
 
 pytest.importorskip("ray", reason="Flower's Simulation Engine needs flwr[simulation] (Ray)")
 

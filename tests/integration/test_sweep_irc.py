@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.sweep import load_and_run
+from experiments.research.sweep import load_and_run
 from federated.data import resolve_data_root
 from federated.data.paths import IRC_CORPUS
 

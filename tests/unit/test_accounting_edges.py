@@ -18,8 +18,8 @@ from opacus.accountants.utils import get_noise_multiplier
 from scipy import stats
 from typer.testing import CliRunner
 
-from experiments.cli import app
-from experiments.report import _violations
+from experiments.cli.app import app
+from experiments.research.report import _violations
 from federated.errors import PrivacyError
 from federated.privacy.accounting import MAX_NOISE, epsilon, make_accountant
 from federated.privacy.calibration import calibrate
@@ -261,7 +261,7 @@ def test_report_banner_is_a_confidence_statement() -> None:
     assert "this is a bug" not in banner and "never" not in banner
 
 
-@pytest.mark.parametrize("path", ["experiments/canary_audit.py", "experiments/report.py",
+@pytest.mark.parametrize("path", ["experiments/research/canary_audit.py", "experiments/research/report.py",
                                   "federated/privacy/one_run_audit.py", "docs/experiments.md", "docs/privacy.md"])
 def test_no_audit_text_claims_a_bound_above_the_claim_is_never_chance(path: str) -> None:
     text = (ROOT / path).read_text(encoding="utf-8")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiments.cli import app
+from experiments.cli.app import app
 from federated.audit import AUDIT_FILE, AuditError, AuditLog, read_entries, repair, verify
 
 runner = CliRunner()

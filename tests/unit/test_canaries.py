@@ -12,7 +12,7 @@ from flwr.app import Context, RecordDict
 from scipy import stats
 
 from clients.workspace_node import CANARIES_KEY, CANARY_CHANNEL, WorkspaceNode
-from experiments.canary_audit import AuditSpec, plan_canaries
+from experiments.research.canary_audit import AuditSpec, plan_canaries
 from federated.config import RunConfig
 from federated.errors import ConfigError
 from federated.privacy.canaries import CanaryFormat, chance_exposure, estimated_exposure, exact_exposure

@@ -6,11 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from experiments.cli_common import EXIT_AUDIT_FAILED, EXIT_ERROR
+from experiments.cli.common import EXIT_AUDIT_FAILED, EXIT_ERROR
 
 
 def _optin(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", "from experiments.cli import app; app()", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-c", "from experiments.cli.app import app; app()", *args], capture_output=True,
                           text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
 
 

@@ -18,7 +18,7 @@ from federated.privacy.policy import Policy, write_policy
 HEAVY = ("torch", "opacus", "flwr", "matplotlib")
 RUN = """
 import json, sys
-from experiments.cli import app
+from experiments.cli.app import app
 try:
     app(sys.argv[1:])
 except SystemExit as exit:

@@ -7,7 +7,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from experiments.cli import app
+from experiments.cli.app import app
 from federated.privacy.accounting import epsilon
 from federated.privacy.calibration import calibrate
 

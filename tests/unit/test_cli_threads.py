@@ -3,7 +3,7 @@
 import torch
 from typer.testing import CliRunner
 
-from experiments.cli import app
+from experiments.cli.app import app
 
 
 def test_threads_option_sets_torchs_threads_and_rejects_zero() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments.flower_sim import toml_table
-from experiments.results import write_config
+from experiments.runners.processes import toml_table
+from experiments.runners.results import write_config
 from federated.config import RunConfig
 from federated.errors import ConfigError
 

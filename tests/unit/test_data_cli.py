@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from experiments.cli import app
+from experiments.cli.app import app
 from federated.data import DATA_ENV, SyntheticSpec, generate_federation
 from tests.unit.test_irc_corpus import write_mini_corpus
 

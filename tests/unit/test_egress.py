@@ -21,7 +21,7 @@ from flwr.app import (
 from clients.app import app as client_app
 from clients.egress import BLOCKED_REASON, egress_check
 from clients.workspace_node import CANARIES_KEY
-from experiments.federation import make_synthetic_federation
+from experiments.runners.in_process import make_synthetic_federation
 from federated.audit import AUDIT_FILE, read_entries, verify
 from federated.config import RunConfig
 from federated.data import SyntheticSpec

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.irc_experiment import DEFAULT_CONFIG, Comparison, IrcExperiment, WorkspaceResult, load_experiment
+from experiments.research.irc_experiment import DEFAULT_CONFIG, Comparison, IrcExperiment, WorkspaceResult, load_experiment
 from federated.config import RunConfig
 from federated.errors import ConfigError
 

@@ -466,7 +466,7 @@ def test_the_cached_verification_agrees_with_a_full_one(node: WorkspaceNode) -> 
 def test_ledger_show_prints_the_unit_and_whether_the_ledger_agrees_with_the_log(node: WorkspaceNode) -> None:
     from typer.testing import CliRunner
 
-    from experiments.cli import app
+    from experiments.cli.app import app
 
     _release(node, "0", 1, unit="member")
     _two_releases(node)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments.node_metrics import NODE_LOCAL_KEY, merge_node_local, node_local, round_figures, run_ids
+from experiments.runners.node_metrics import NODE_LOCAL_KEY, merge_node_local, node_local, round_figures, run_ids
 from federated.audit import AUDIT_FILE, AuditLog
 
 

@@ -1,7 +1,7 @@
 import pytest
 from typer.testing import CliRunner
 
-from experiments.cli import app
+from experiments.cli.app import app
 from federated.errors import PrivacyError
 from federated.privacy.one_run_audit import epsilon_lower_bound, p_value
 

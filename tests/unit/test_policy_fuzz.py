@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from experiments.cli import app
+from experiments.cli.app import app
 from federated.errors import PolicyError
 from federated.privacy.policy import POLICY_FILE, Policy, read_policy
 

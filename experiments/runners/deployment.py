@@ -22,7 +22,7 @@ What it guarantees:
 - **Every process is stopped, by PID.** Each Flower process gets its own ``FLWR_HOME`` and is started in
   its own session. SuperLinks and SuperNodes start ``flower-superexec`` children that outlive them, so
   stopping means: SIGTERM to each started process group, then every live process whose environment or
-  command line names one of those homes (``experiments.flower_sim.stop_processes``: SIGTERM, then
+  command line names one of those homes (``experiments.runners.flower_simulation.stop_processes``: SIGTERM, then
   SIGKILL, one PID at a time), then a check that none is left. Linux only (process discovery reads
   ``/proc``).
 - **A frozen node runs no more code.** :meth:`LoopbackDeployment.freeze_node` stops (SIGSTOP) every
@@ -59,7 +59,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from experiments.flower_sim import (
+from experiments.runners.processes import (
     APP_DIR,
     COMPLETED,
     RUN_ID_PATTERN,

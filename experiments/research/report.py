@@ -7,7 +7,7 @@ update zeroed, every consenting node in every round, *no* amplification claimed)
 reported as ε = ∞, never as a number. Accuracy is the global model's next-character accuracy on
 the held-out splits of the consenting workspaces after the last round (node-local figures the sweep
 reads from the workspaces' audit logs; nodes never send them); the spread is over seeds.
-With a canary audit (``experiments.canary_audit``), each cell's claimed ε for one canary, the
+With a canary audit (``experiments.research.canary_audit``), each cell's claimed ε for one canary, the
 empirical one-run lower bound and the canaries' exposure are reported too, and a lower bound above
 its claim is flagged at the top of the report: at the audit's confidence c (95 % by default) that is
 a bug, or the 1 − c chance per cell (1 in 20) that a correct claim is exceeded; a rerun tells.

@@ -6,8 +6,8 @@ Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
 - ``datasets/<name>/``: each dataset's workspaces (data only), copied fresh into every cell;
 - ``cells/<cell>/``: ``workspaces/`` (that cell's policies, ledgers, audit logs), ``run/`` (the server's
   ``metrics.json`` and audit log, with the node-local figures read back from the workspaces' audit logs:
-  ``experiments.node_metrics``), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
-  its canary audit: ``experiments.canary_audit``), written last and atomically. Its per-round held-out
+  ``experiments.runners.node_metrics``), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
+  its canary audit: ``experiments.research.canary_audit``), written last and atomically. Its per-round held-out
   loss and accuracy and training loss are those node-local figures: the sweep holds every workspace, a
   deployment's server never sees them;
 - ``results.csv``, ``plots/accuracy_vs_epsilon.png``, ``plots/accuracy_vs_round.png``, ``report.md``;
@@ -36,14 +36,14 @@ from flwr.app import Message
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments.canary_audit import CanaryPlan, audit_model, claimed_epsilon, run_with_canaries
-from experiments.federation import run_federation
-from experiments.flower_sim import run_flower_simulation
-from experiments.node_metrics import round_figures
-from experiments.report import CELL_METRICS, write_report
-from experiments.results import load_metrics, new_run_dir, write_config
-from experiments.sweep_cells import CellPlan, build_dataset, prepare_cell
-from experiments.sweep_config import SweepConfig, load_sweep
+from experiments.research.canary_audit import CanaryPlan, audit_model, claimed_epsilon, run_with_canaries
+from experiments.runners.in_process import run_federation
+from experiments.runners.flower_simulation import run_flower_simulation
+from experiments.runners.node_metrics import round_figures
+from experiments.research.report import CELL_METRICS, write_report
+from experiments.runners.results import load_metrics, new_run_dir, write_config
+from experiments.research.sweep_cells import CellPlan, build_dataset, prepare_cell
+from experiments.research.sweep_config import SweepConfig, load_sweep
 from federated.errors import ConfigError
 from federated.inprocess import Observer
 from federated.privacy.accounting import epsilon
@@ -189,7 +189,7 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
 
 
 def _claim(canaries: CanaryPlan, dp_mode: str, summary: dict[str, Any], sweep: SweepConfig) -> tuple[float, str]:
-    """The cell's claimed ε for one canary message (``experiments.canary_audit.claimed_epsilon``)."""
+    """The cell's claimed ε for one canary message (``experiments.research.canary_audit.claimed_epsilon``)."""
     holders = {c.workspace for c in canaries.one_run} or {canaries.exposure_workspace}
     local = [w["epsilon"] for w in summary["workspaces"] if w["name"] in holders]
     central = summary["central"]
@@ -226,7 +226,7 @@ def _log_to(path: Path) -> Iterator[None]:
 
 
 def _json_safe(value: Any) -> Any:
-    """JSON has no ∞: write it as ``"inf"`` (``experiments.report`` reads it back)."""
+    """JSON has no ∞: write it as ``"inf"`` (``experiments.research.report`` reads it back)."""
     if isinstance(value, float) and math.isinf(value):
         return "inf"
     if isinstance(value, dict):

@@ -6,7 +6,7 @@ held-out evaluation, per-workspace ε from the Opacus RDP accountant.
 
 The losses and accuracies it prints are node-local figures: each node keeps them in
 its workspace's audit log and sends none; the demo holds every workspace folder, so it
-reads them back (``experiments.node_metrics``). A real server never sees them.
+reads them back (``experiments.runners.node_metrics``). A real server never sees them.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from experiments.federation import make_synthetic_federation, run_federation
-from experiments.node_metrics import round_figures, workspace_figures
-from experiments.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
+from experiments.runners.in_process import make_synthetic_federation, run_federation
+from experiments.runners.node_metrics import round_figures, workspace_figures
+from experiments.runners.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
 

@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from experiments.cli_common import console, fail
+from experiments.cli.common import console, fail
 from federated.audit import AUDIT_FILE, read_entries, repair, verify
 from federated.errors import OptinError
 from federated.privacy.policy import (

@@ -1,7 +1,7 @@
 """Deployment commands: ``optin node`` (one workspace's SuperNode) and ``optin server`` (federation operator).
 
 Both run Flower's own ``flower-supernode`` / ``flower-superlink`` with TLS and SuperNode authentication
-always on and runtime dependency installation off (``experiments.deploy`` builds the command lines; it is
+always on and runtime dependency installation off (``experiments.runners.deployment`` builds the command lines; it is
 imported inside each command, so that ``optin --help`` and the operator commands need no Flower import);
 ``--dry-run`` prints the command (with the environment it gets) instead of running it. A started process
 runs in the foreground until it exits or is interrupted (Ctrl-C, SIGTERM); then it and every process it
@@ -18,7 +18,7 @@ import typer
 from rich.table import Table
 
 from clients.node_limits import NodeLimits
-from experiments.cli_common import console, fail
+from experiments.cli.common import console, fail
 from federated.errors import OptinError
 from federated.limits import MAX_LOCAL_STEPS, MAX_SEQ_LEN
 from federated.privacy.policy import POLICY_FILE, read_policy
@@ -59,7 +59,7 @@ def node(
 
     Example: optin node -w ./acme --root-certificates certs/ca.crt --auth-key certs/nodes/acme.key
     """
-    from experiments.deploy import SUPEREXEC_SECRET_FILE, executor_command, supernode_command, write_superexec_secret
+    from experiments.runners.deployment import SUPEREXEC_SECRET_FILE, executor_command, supernode_command, write_superexec_secret
 
     for path, what in ((root_certificates, "--root-certificates"), (auth_key, "--auth-key")):
         if not path.is_file():
@@ -99,7 +99,7 @@ def dev_certs(
 
     Example: optin server dev-certs ./certs --node acme --node globex
     """
-    from experiments.deploy import write_dev_certificates
+    from experiments.runners.deployment import write_dev_certificates
 
     try:
         certs, keys = write_dev_certificates(outdir, nodes, force=force)
@@ -131,7 +131,7 @@ def superlink(
 
     Example: optin server superlink --certs ./certs --port 8000
     """
-    from experiments.deploy import ServerCertificates, superlink_command
+    from experiments.runners.deployment import ServerCertificates, superlink_command
 
     try:
         command = superlink_command(ServerCertificates.in_folder(certs.resolve()), state.resolve() / "state.db",
@@ -165,7 +165,7 @@ def _consent_summary(workspace: Path) -> str:
 def _run(commands: list[list[str]], home: Path, retry_for: float | None = None) -> None:
     """Run ``commands`` in the foreground (``retry_for``: how long a refused activation is retried; None: the
     default) and exit with the first one's code."""
-    from experiments.deploy import RESTART_FOR_S, run_in_foreground
+    from experiments.runners.deployment import RESTART_FOR_S, run_in_foreground
 
     try:
         code = run_in_foreground(commands, home, RESTART_FOR_S if retry_for is None else retry_for)

@@ -34,7 +34,7 @@ What :func:`run_flower_simulation` guarantees:
   otherwise it raises :class:`FlowerRunError` naming the reason and the log.
 - **Node-local figures.** The caller holds every workspace folder, so after a
   completed run ``metrics.json`` gets the figures each node kept in its audit log
-  (``experiments.node_metrics``; partition ``i`` is the ``i``-th sorted folder),
+  (``experiments.runners.node_metrics``; partition ``i`` is the ``i``-th sorted folder),
   for the run id Flower printed, or, if no log names it, the only run id the logs
   hold (fresh copies). A deployment's server never sees these figures.
 
@@ -46,36 +46,36 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import tomli_w
-
-from experiments.node_metrics import merge_node_local, run_ids
+from experiments.runners.node_metrics import merge_node_local, run_ids
+from experiments.runners.processes import (
+    APP_DIR,
+    COMPLETED,
+    RUN_ID_PATTERN,
+    find_processes,
+    free_ports,
+    log_tail,
+    stop_processes,
+    toml_table,
+)
 from federated.config import RunConfig
 from federated.errors import ConfigError, OptinError
 
 log = logging.getLogger("optin.flower_sim")
 
-APP_DIR = Path(__file__).resolve().parents[1]
 """The Flower app (the folder with Optin's ``pyproject.toml`` and its ``[tool.flwr.app]``)."""
 CONNECTION = "optin-local-sim"
 """Name of the SuperLink connection written into the private Flower config."""
 LOG_FILE = "flwr-run.log"
 STATUS_TIMEOUT_S = 30.0
-STOP_GRACE_S = 5.0
-COMPLETED = "finished:completed"
 
-RUN_ID_PATTERN = re.compile(r"Successfully started run (\d+)")
 
 
 class FlowerRunError(OptinError):
@@ -232,110 +232,6 @@ def _logged_run_id(run_id: str, folders: list[Path]) -> str:
     return only
 
 
-def find_processes(flwr_home: Path) -> list[int]:
-    """Live processes of a Flower run with this ``FLWR_HOME``, and their descendants (sorted PIDs).
-
-    A process belongs to the run when its environment has ``FLWR_HOME=<flwr_home>`` (everything ``flwr``
-    starts inherits it) or its command line names the folder (the SuperLink's ``--log-file``). Zombies,
-    this process and its ancestors are never returned. Linux only (reads ``/proc``); elsewhere, empty.
-    """
-    home = str(Path(flwr_home).resolve())
-    marker = f"FLWR_HOME={home}".encode()
-    home_b = home.encode()
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return []
-    excluded = _ancestors(os.getpid())
-    parents: dict[int, int] = {}
-    matched: set[int] = set()
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        stat = _stat(pid)
-        if stat is None or stat[0] == "Z":
-            continue
-        parents[pid] = stat[1]
-        if pid in excluded:
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            args = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:  # gone, a kernel thread, or not ours
-            continue
-        if marker in environ or any(a == home_b or home_b + b"/" in a for a in args):
-            matched.add(pid)
-    # Descendants, in case one was started with a cleaned environment.
-    grown = True
-    while grown:
-        children = {pid for pid, ppid in parents.items() if ppid in matched and pid not in matched}
-        children -= excluded
-        grown = bool(children)
-        matched |= children
-    return sorted(matched)
-
-
-def stop_processes(flwr_home: Path, grace: float = STOP_GRACE_S) -> list[int]:
-    """SIGTERM every process of :func:`find_processes`, SIGKILL those left after ``grace`` s.
-
-    Each signal goes to one PID, found again just before it is sent. Returns the PIDs still alive after
-    the SIGKILL and another ``grace`` s (empty when everything stopped).
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = find_processes(flwr_home)
-        if not pids:
-            return []
-        log.info("stopping Flower processes of %s with %s: %s", flwr_home, sig.name, pids)
-        _signal_all(pids, sig)
-        deadline = time.monotonic() + grace
-        while find_processes(flwr_home) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    survivors = find_processes(flwr_home)
-    if survivors:
-        log.error("Flower processes of %s survived SIGKILL: %s", flwr_home, survivors)
-    return survivors
-
-
-def _signal_all(pids: Iterable[int], sig: signal.Signals) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) from ``/proc/<pid>/stat``, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return fields[0], int(fields[1])
-
-
-def _ancestors(pid: int) -> set[int]:
-    chain = {pid}
-    while (stat := _stat(pid)) is not None and stat[1] > 1 and stat[1] not in chain:
-        pid = stat[1]
-        chain.add(pid)
-    return chain
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct loopback ports free right now (the OS picks them)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 def _write_flower_config(home: Path, http_port: int) -> None:
     """The Flower config of the private home: one ``:local:`` connection, the default.
 
@@ -343,7 +239,7 @@ def _write_flower_config(home: Path, http_port: int) -> None:
     deprecated (still read, with a warning).
     """
     (home / "config.toml").write_text(
-        f'# Written by experiments/flower_sim.py; SuperLink on 127.0.0.1:{http_port}\n'
+        f'# Written by experiments/runners/flower_simulation.py; SuperLink on 127.0.0.1:{http_port}\n'
         f'[superlink]\ndefault = "{CONNECTION}"\n\n'
         f'[superlink.{CONNECTION}]\naddress = ":local:"\n',
         encoding="utf-8",
@@ -381,14 +277,3 @@ def _run_status(flwr: str, run_id: str, env: dict[str, str], app_dir: Path) -> t
         return "unknown", f"flwr ls said: {(done.stdout + done.stderr).strip()[-500:]}"
 
 
-def toml_table(values: Mapping[str, int | float | str]) -> str:
-    """A flat TOML table of scalars (the run-config override file); ∞ and NaN as TOML's ``inf`` and ``nan``."""
-    return tomli_w.dumps(dict(values))
-
-
-def log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return ""
-    return "\n" + "\n".join(text[-lines:]) if text else ""

@@ -9,7 +9,7 @@ per DP mode in ``dp-modes``:
 - ``both``: the two mechanisms, each calibrated to the target on its own neighbouring relation.
 
 Everything that does not need the data is checked here, before any data is generated; δ < 1/N
-needs the workspaces' sizes and is checked when the cells are prepared (``experiments.sweep_cells``),
+needs the workspaces' sizes and is checked when the cells are prepared (``experiments.research.sweep_cells``),
 still before any training. An error is a ``ConfigError`` naming the file, the key, the value given
 and what was expected. ``experiments/configs/sweep_default.toml`` is a commented example;
 docs/experiments.md lists every key.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-from experiments.canary_audit import ONE_RUN_FORMAT, AuditSpec
+from experiments.research.canary_audit import ONE_RUN_FORMAT, AuditSpec
 from federated.config import RunConfig
 from federated.data import PARTITIONS, irc_corpus_dir, resolve_data_root
 from federated.errors import ConfigError, DataError

@@ -1,6 +1,6 @@
 """``optin data``: inspect workspace data and build workspaces from public corpora.
 
-User mistakes (``OptinError``) end in a one-line error and exit code 1 (``experiments.cli_common.fail``).
+User mistakes (``OptinError``) end in a one-line error and exit code 1 (``experiments.cli.common.fail``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from experiments.cli_common import console, fail
+from experiments.cli.common import console, fail
 from federated.data import (
     DATA_ENV,
     SyntheticSpec,

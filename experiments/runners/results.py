@@ -11,7 +11,7 @@ from typing import Any
 import matplotlib
 import tomli_w
 
-from experiments.node_metrics import node_local
+from experiments.runners.node_metrics import node_local
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -37,7 +37,7 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
 def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
     """Held-out accuracy and loss of the global model per round (round 0: the initial model).
 
-    The figures are the node-local ones (``experiments.node_metrics``: held-out-weighted means over the
+    The figures are the node-local ones (``experiments.runners.node_metrics``: held-out-weighted means over the
     workspaces that evaluated), which only a researcher holding every workspace has; rounds nobody evaluated
     are left out.
     """

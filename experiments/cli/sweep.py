@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from experiments.cli_audit import exit_if_audit_failed
-from experiments.cli_common import console, fail
+from experiments.cli.audit import exit_if_audit_failed
+from experiments.cli.common import console, fail
 from federated.errors import OptinError
 
 
@@ -24,8 +24,8 @@ def sweep(
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """
-    from experiments.report import load_cells, summarize
-    from experiments.sweep import load_and_run
+    from experiments.research.report import load_cells, summarize
+    from experiments.research.sweep import load_and_run
 
     try:
         outcome = load_and_run(config, results, resume, console)

@@ -1,5 +1,6 @@
-"""The ``optin`` command line. User mistakes (``OptinError``) end in one line on stderr and exit code 1; the
-exit codes are listed in ``experiments.cli_common``."""
+"""The ``optin`` command line: a thin Typer layer; each command imports its work inside, so operator commands
+stay free of torch. User mistakes (``OptinError``) end in one line on stderr and exit code 1; the
+exit codes are listed in ``experiments.cli.common``."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ from pathlib import Path
 
 import typer
 
-from experiments.cli_audit import canaries
-from experiments.cli_common import console, fail
-from experiments.cli_data import data_app
-from experiments.cli_deploy import add_deploy_commands
-from experiments.cli_operator import audit_app, consent_app, ledger_app, policy_app
-from experiments.cli_privacy import privacy_app
-from experiments.cli_sweep import sweep
+from experiments.cli.audit import canaries
+from experiments.cli.common import console, fail
+from experiments.cli.data import data_app
+from experiments.cli.deploy import add_deploy_commands
+from experiments.cli.irc import irc
+from experiments.cli.operator import audit_app, consent_app, ledger_app, policy_app
+from experiments.cli.privacy import privacy_app
+from experiments.cli.sweep import sweep
 from federated.data import SyntheticSpec
 from federated.errors import OptinError
 
@@ -27,6 +29,7 @@ audit_app.command("canaries")(canaries)
 app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
 app.command()(sweep)
+app.command()(irc)
 add_deploy_commands(app)
 
 
@@ -57,7 +60,7 @@ def demo(
 
     Example: optin demo --workspaces 8 --opted-out 2 --rounds 5
     """
-    from experiments.demo import DEMO_CONFIG, print_demo, run_demo
+    from experiments.runners.demo import DEMO_CONFIG, print_demo, run_demo
 
     try:
         config = replace(DEMO_CONFIG, num_rounds=rounds, local_steps=local_steps, noise_multiplier=noise_multiplier)

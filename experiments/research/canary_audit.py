@@ -47,8 +47,8 @@ from flwr.app import ArrayRecord, Context, Message, MessageType
 
 from clients.app import app as client_app
 from clients.workspace_node import CANARIES_KEY
-from experiments.federation import served_folders
-from experiments.node_metrics import merge_node_local
+from experiments.runners.in_process import served_folders
+from experiments.runners.node_metrics import merge_node_local
 from federated.config import RunConfig
 from federated.inprocess import Observer, run_in_process
 from federated.privacy.accounting import epsilon
@@ -143,7 +143,7 @@ def run_with_canaries(folders: Sequence[Path], config: RunConfig, plan: CanaryPl
     """Run the federation in process with the plan's canaries in memory; the global model the receiver got last.
 
     With ``results-dir`` set, the run's ``metrics.json`` gets the node-local figures, as
-    ``experiments.federation.run_federation`` adds them. Nothing here reads a count, loss or accuracy a node
+    ``experiments.runners.in_process.run_federation`` adds them. Nothing here reads a count, loss or accuracy a node
     sent: the audit scores the received model itself. Raises ``RuntimeError`` unless that model is the one of
     the final round's evaluation (the receiver did not consent, or was not evaluated in the last round).
     """

@@ -8,7 +8,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from experiments.cli_common import EXIT_AUDIT_FAILED, console, fail
+from experiments.cli.common import EXIT_AUDIT_FAILED, console, fail
 from federated.errors import OptinError
 
 
@@ -27,8 +27,8 @@ def canaries(
 
     Example: optin audit canaries experiments/configs/audit_canaries.toml
     """
-    from experiments.report import load_cells
-    from experiments.sweep import load_and_run
+    from experiments.research.report import load_cells
+    from experiments.research.sweep import load_and_run
 
     try:
         outcome = load_and_run(config, results, resume, console, audit=True)
@@ -54,7 +54,7 @@ def canaries(
 
 def exit_if_audit_failed(cells: list[dict[str, Any]]) -> None:
     """Print a red verdict and exit with ``EXIT_AUDIT_FAILED`` if any cell's lower bound exceeds its claim."""
-    from experiments.report import audit_failures
+    from experiments.research.report import audit_failures
 
     failed = audit_failures(cells)
     if failed:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clients.app import app as client_app
-from experiments.node_metrics import merge_node_local
+from experiments.runners.node_metrics import merge_node_local
 from federated.config import RunConfig
 from federated.data import SyntheticSpec, generate_federation
 from federated.inprocess import InProcessGrid, Observer, run_in_process
@@ -46,7 +46,7 @@ def run_federation(folders: Sequence[Path], config: RunConfig,
     """Run Optin's ServerApp and ClientApp in process; returns which node id served which folder.
 
     With ``results-dir`` set, the run's ``metrics.json`` also gets the node-local figures (held-out loss and
-    accuracy, training loss) read back from the workspaces' audit logs (``experiments.node_metrics``): this
+    accuracy, training loss) read back from the workspaces' audit logs (``experiments.runners.node_metrics``): this
     caller holds every folder, which a deployment's server never does.
     """
     grid = run_in_process(server_app, client_app, [{"workspace": str(f)} for f in folders], config.to_mapping(),

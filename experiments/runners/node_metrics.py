@@ -84,7 +84,7 @@ def node_local(metrics: Mapping[str, Any]) -> dict[str, Any]:
         return metrics[NODE_LOCAL_KEY]
     except KeyError:
         raise KeyError(f"metrics.json has no {NODE_LOCAL_KEY!r} section: merge it with "
-                       "experiments.node_metrics.merge_node_local after the run") from None
+                       "experiments.runners.node_metrics.merge_node_local after the run") from None
 
 
 def round_figures(metrics: Mapping[str, Any]) -> dict[int, dict[str, Any]]:

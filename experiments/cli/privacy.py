@@ -22,7 +22,7 @@ import math
 
 import typer
 
-from experiments.cli_common import console, fail
+from experiments.cli.common import console, fail
 from federated.errors import OptinError
 
 privacy_app = typer.Typer(help="Privacy accounting: ε of a mechanism, or the noise for a target ε.",

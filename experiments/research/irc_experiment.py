@@ -2,7 +2,7 @@
 
 Builds the IRC workspaces (``federated.data.irc_corpus``: manifests only, no
 text copied) under the run folder, gives each consent, and runs Optin's
-ServerApp and ClientApp in process (``experiments.federation.run_federation``):
+ServerApp and ClientApp in process (``experiments.runners.in_process.run_federation``):
 
 1. federated: all workspaces together;
 2. alone: each workspace by itself, with the same ``RunConfig`` (rounds, local
@@ -15,13 +15,13 @@ federated run), of the federated model and of its alone model (last round),
 and means over workspaces (plain, and weighted by held-out messages). These are
 node-local figures: each node keeps its evaluation in its workspace's audit log
 and sends none; the experiment holds every workspace and reads them back
-(``experiments.node_metrics``).
+(``experiments.runners.node_metrics``).
 
 Results: ``results/<UTC time>-irc/`` with ``config.toml``, ``federated/metrics.json``,
 ``alone/<workspace>/metrics.json``, ``comparison.json``, ``report.md``,
 ``plots/federated.png`` and ``run.log``.
 
-Run: ``python -m experiments.irc_experiment --config experiments/configs/irc.toml``
+Run: ``optin irc --config experiments/configs/irc.toml``
 """
 
 from __future__ import annotations
@@ -33,23 +33,20 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import typer
 from flwr.app import Message
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from experiments.cli_common import console as cli_console
-from experiments.cli_common import fail
-from experiments.federation import run_federation
-from experiments.node_metrics import workspace_figures
-from experiments.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
+from experiments.runners.in_process import run_federation
+from experiments.runners.node_metrics import workspace_figures
+from experiments.runners.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
 from federated.config import RunConfig
-from federated.data import PARTITIONS, build_irc_workspaces, irc_corpus_dir, resolve_data_root
-from federated.errors import ConfigError, OptinError
+from federated.data import PARTITIONS, build_irc_workspaces
+from federated.errors import ConfigError
 from federated.privacy.policy import Policy, write_policy
 
-DEFAULT_CONFIG = Path(__file__).parent / "configs" / "irc.toml"
+DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "irc.toml"
 _EXPERIMENT_KEYS = {"max-lines": int, "max-epsilon": float, "workspaces": list}
 _RUNNER_KEYS = ("results-dir", "workspaces-root")
 
@@ -207,7 +204,7 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
 
 def _compare(run_dir: Path, federated: dict[str, Any], names: dict[str, str],
              alone: dict[str, dict[str, Any]]) -> Comparison:
-    """Per workspace, from the node-local figures each run's ``metrics.json`` holds (``experiments.node_metrics``)."""
+    """Per workspace, from the node-local figures each run's ``metrics.json`` holds (``experiments.runners.node_metrics``)."""
     first, last = federated["rounds"][0]["round"], federated["rounds"][-1]["round"]
     rows = []
     for name in sorted(names.values()):
@@ -255,29 +252,3 @@ def _toml_value(value: Any) -> int | float | str:
     if value is None:
         return "all"
     return ",".join(value) if isinstance(value, tuple) else value
-
-
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-
-
-@app.command()
-def main(
-    config: Path = typer.Option(DEFAULT_CONFIG, "--config", help="Experiment TOML: an experiment table and a run table (RunConfig keys)."),
-    data: Path | None = typer.Option(None, "--data", help="Data root holding irc-disentanglement/ "
-                                     "(default: $OPTIN_DATA, else ../shared/data next to the repo)."),
-    results: Path = typer.Option(Path("results"), "--results", help="Folder under which the run folder is created."),
-) -> None:
-    """Train the IRC workspaces federated and each alone; print held-out accuracy per workspace.
-
-    Example: python -m experiments.irc_experiment --config experiments/configs/irc.toml
-    """
-    try:
-        experiment = load_experiment(config)
-        comparison = run_irc_experiment(experiment, irc_corpus_dir(resolve_data_root(data)), results, cli_console)
-    except OptinError as exc:
-        fail(exc)
-    print_comparison(comparison, cli_console)
-
-
-if __name__ == "__main__":
-    app()

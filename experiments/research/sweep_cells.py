@@ -19,7 +19,7 @@ Guarantees (all established before any training of the sweep starts):
 - **No local noise** (``none``, ``central``): the policy's floor is 0 and its ``max_epsilon`` is written
   out as ``inf`` (an explicit "no budget"), so the node releases without local noise and records ε = ∞.
 - **Audit canaries** (with an ``[audit]`` table): each cell draws its canaries from its seed
-  (``experiments.canary_audit.plan_canaries``) before training; each canary is one more training
+  (``experiments.research.canary_audit.plan_canaries``) before training; each canary is one more training
   message of its workspace, sampled at the same rate ``q``, so the calibration is unchanged.
 - Every policy written is read back with the node's own reader and must come back unchanged, and
   δ must be below 1/N for the unit it protects (under local DP, N is a workspace's messages plus its
@@ -38,8 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clients.workspace_node import DATA_FOLDER
-from experiments.canary_audit import CanaryPlan, plan_canaries
-from experiments.sweep_config import Cell, Dataset, SweepConfig, SyntheticDataset
+from experiments.research.canary_audit import CanaryPlan, plan_canaries
+from experiments.research.sweep_config import Cell, Dataset, SweepConfig, SyntheticDataset
 from federated.config import CENTRAL_MODES, RunConfig
 from federated.data import (PARTITIONS, SyntheticSpec, build_irc_workspaces, generate_federation, irc_corpus_dir,
                             load_workspace)
