@@ -59,6 +59,9 @@ class RunConfig:
     central_noise_multiplier: float = 1.0
     central_clipping_norm: float = 1.0
     central_delta: float = 1e-5
+    init_model: str = ""
+    """A checkpoint (``optin pretrain``) the server starts from instead of ``task.build_model(seed)``; read on
+    the server only (``federated.tasks.checkpoint.initial_state_dict``). Empty: a fresh model."""
 
     def __post_init__(self) -> None:
         positive = ("num_rounds", "local_steps", "batch_size", "lr", "max_grad_norm", "seq_len", "reply_timeout")

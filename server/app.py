@@ -20,6 +20,7 @@ from federated.audit import AUDIT_FILE, AuditLog
 from federated.config import CENTRAL_MODES, RunConfig
 from federated.inprocess import InProcessGrid
 from federated.tasks import get_task
+from federated.tasks.checkpoint import initial_state_dict
 from server.central_dp import CentralDPFedAvg
 from server.reply_polling import PollingGrid
 from server.run_record import RunRecord
@@ -53,7 +54,7 @@ def main(grid: Grid, context: Context) -> None:
                                   fraction_evaluate=config.fraction_evaluate, min_train_nodes=config.min_train_nodes,
                                   min_available_nodes=config.min_available_nodes, seed=config.seed,
                                   reply_timeout=config.reply_timeout, num_rounds=config.num_rounds)
-    arrays = ArrayRecord(task.build_model(config.seed).state_dict())
+    arrays = ArrayRecord(initial_state_dict(task, config.seed, config.init_model))
 
     initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
                                     timeout=strategy.reply_timeout)

@@ -15,6 +15,7 @@ from experiments.cli.data import data_app
 from experiments.cli.deploy import add_deploy_commands
 from experiments.cli.irc import irc
 from experiments.cli.operator import audit_app, consent_app, ledger_app, policy_app
+from experiments.cli.pretrain import pretrain
 from experiments.cli.privacy import privacy_app
 from experiments.cli.sweep import sweep
 from federated.data import SyntheticSpec
@@ -30,6 +31,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
 app.command()(sweep)
 app.command()(irc)
+app.command()(pretrain)
 add_deploy_commands(app)
 
 
