@@ -5,9 +5,12 @@ IRC evaluation workspaces (``federated.tasks.pretrain.EVALUATION_PARTITIONS``: n
 pretraining text), each capped at ``--max-lines`` log lines, once per cell:
 
 - ``main``: a fresh model vs the pretrained checkpoint (``init-model``), at every ``--epsilons`` target
-  (message-level local DP-SGD, ∞ = no DP);
-- ``lr``, ``batch``, ``steps``: the pretrained model at ε = ``--lever-epsilon`` with another learning rate,
+  (message-level local DP-SGD, ∞ = no DP) and learning rate ``--lr``; ``pretrained``: the latter only;
+- ``lr``, ``batch``, ``steps``: the pretrained model at ε = ``--lever-epsilon`` with other learning rates,
   larger Poisson batches (sample rate and normalizer scaled together) or other rounds × local steps.
+
+Every other setting is ``BASE``: 10 rounds × 20 local DP-SGD steps, normalizer 32 at the sampling rate
+that expects 32 messages in the median workspace's training split, clipping norm 1.
 
 Privacy: each cell's noise multiplier is calibrated to its target ε at δ = ``--delta`` for its own
 sampling rate and rounds × local steps (``federated.privacy.calibration``, RDP: the node's own
@@ -31,6 +34,7 @@ import json
 import math
 import shutil
 import statistics
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -48,7 +52,7 @@ from federated.privacy.node_secret import node_secret
 from federated.privacy.policy import Policy, write_policy
 from federated.tasks.checkpoint import load_checkpoint
 from federated.tasks.ngram import evaluate_ngram, fit_bigram, fit_unigram
-from federated.tasks.pretrain import EVALUATION_PARTITIONS
+from federated.tasks.pretrain import EVALUATION_PARTITIONS, pretraining_overlap
 
 BASE = RunConfig(num_rounds=10, local_steps=20, batch_size=32, lr=0.1, max_grad_norm=1.0, seed=0)
 
@@ -77,22 +81,24 @@ class CellResult:
     seconds: float
 
 
-def plan_cells(levers: list[str], epsilons: list[float], lever_epsilon: float) -> list[Cell]:
-    """The cells of the chosen levers, in run order."""
+def plan_cells(levers: list[str], epsilons: list[float], lever_epsilon: float, lr: float) -> list[Cell]:
+    """The cells of the chosen levers, in run order; every cell runs at learning rate ``lr`` unless its lever
+    is the learning rate."""
     cells: list[Cell] = []
-    if "main" in levers:
-        cells += [Cell(f"{'pretrained' if p else 'fresh'} ε={e:g}", e, p) for p in (False, True) for e in epsilons]
+    starts = {"main": (False, True), "pretrained": (True,)}
+    for lever, pretrained in starts.items():
+        if lever in levers:
+            cells += [Cell(f"{'pretrained' if p else 'fresh'} ε={e:g} lr={lr:g}", e, p, {"lr": lr})
+                      for p in pretrained for e in epsilons]
     e = lever_epsilon
     if "lr" in levers:
-        cells += [Cell(f"pretrained ε={e:g} lr={lr:g}", e, True, {"lr": lr}) for lr in (0.03, 0.3)]
+        cells += [Cell(f"pretrained ε={e:g} lr={rate:g}", e, True, {"lr": rate}) for rate in (0.003, 0.01, 0.03)]
     if "batch" in levers:
-        cells += [Cell(f"pretrained ε={e:g} batch×{k}", e, True, {"batch": k}) for k in (2, 4)]
+        cells += [Cell(f"pretrained ε={e:g} lr={lr:g} batch×{k}", e, True, {"lr": lr, "batch": k}) for k in (2, 4)]
     if "steps" in levers:
-        cells += [Cell(f"pretrained ε={e:g} {r}×{s} steps", e, True, {"num_rounds": r, "local_steps": s})
-                  for r, s in ((5, 20), (10, 40))]
-    if "nopre" in levers:
-        cells += [Cell(f"fresh ε={e:g} batch×4", e, False, {"batch": 4})]
-    return cells
+        cells += [Cell(f"pretrained ε={e:g} lr={lr:g} {r}×{s} steps", e, True,
+                       {"lr": lr, "num_rounds": r, "local_steps": s}) for r, s in ((5, 20), (10, 40))]
+    return list({cell.label: cell for cell in cells}.values())  # a cell two levers share runs once
 
 
 def build_workspaces(corpus: Path, root: Path, max_lines: int) -> list[Path]:
@@ -127,8 +133,6 @@ def baselines(data: dict[str, tuple[list[str], list[str]]], seq_len: int) -> dic
 def run_cell(cell: Cell, folders: list[Path], train_sizes: list[int], checkpoint: Path, folder: Path,
              delta: float) -> CellResult:
     """Copy the workspaces, calibrate and write their policies, run the federation, read back the figures."""
-    import time
-
     changes = dict(cell.changes)
     scale = changes.pop("batch", 1)
     base = replace(BASE, **changes)
@@ -174,7 +178,8 @@ def main(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Checkpoint written by 'optin pretrain'."),
     data: Path | None = typer.Option(None, "--data", help="Data root holding irc-disentanglement/."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder under which the run folder is made."),
-    levers: str = typer.Option("main", help="Comma-separated: main, lr, batch, steps, nopre."),
+    levers: str = typer.Option("main", help="Comma-separated: main, pretrained, lr, batch, steps."),
+    lr: float = typer.Option(BASE.lr, help="Learning rate of every cell outside the lr lever."),
     epsilons: str = typer.Option("1,4,8,inf", help="Target ε of the main lever (inf: no DP)."),
     lever_epsilon: float = typer.Option(4.0, help="Target ε of the other levers."),
     max_lines: int = typer.Option(3000, min=1, help="Log lines per workspace."),
@@ -185,17 +190,18 @@ def main(
     Example: python -m experiments.research.pretrain_levers --checkpoint pretrained.pt --levers main,lr
     """
     _, metadata = load_checkpoint(checkpoint)
-    overlap = {f["partition"] for f in metadata["files"]} & set(EVALUATION_PARTITIONS)
+    corpus = irc_corpus_dir(resolve_data_root(data))
+    overlap = pretraining_overlap(metadata, corpus, EVALUATION_PARTITIONS)
     if overlap:
-        raise typer.BadParameter(f"{checkpoint} was pretrained on evaluation partitions {sorted(overlap)}")
+        raise typer.BadParameter(f"{checkpoint} was pretrained on evaluation files {overlap[:5]}")
     run_dir = new_run_dir(results, "pretrain-levers")
     log_to_file(run_dir / "run.log")
-    folders = build_workspaces(irc_corpus_dir(resolve_data_root(data)), run_dir / "workspaces", max_lines)
+    folders = build_workspaces(corpus, run_dir / "workspaces", max_lines)
     data_splits = splits(folders, Policy().held_out_fraction)
     base = baselines(data_splits, BASE.seq_len)
     sizes = [len(train) for train, _ in data_splits.values()]
     done: list[CellResult] = []
-    cells = plan_cells(levers.split(","), [float(e) for e in epsilons.split(",")], lever_epsilon)
+    cells = plan_cells(levers.split(","), [float(e) for e in epsilons.split(",")], lever_epsilon, lr)
     for i, cell in enumerate(cells):
         done.append(run_cell(cell, folders, sizes, checkpoint.resolve(), run_dir / f"cell-{i:02d}", delta))
         typer.echo(f"{cell.label}: loss {done[-1].loss:.3f} acc {done[-1].accuracy:.3f} ({done[-1].seconds:.0f} s)")

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from federated.errors import DataError
+from federated.errors import ConfigError, DataError
+from federated.tasks.base import Task
 
 FORMAT = "optin-checkpoint/1"
 
@@ -54,15 +55,13 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     return state, metadata
 
 
-def initial_state_dict(task: Any, seed: int, init_model: str = "") -> dict[str, torch.Tensor]:
+def initial_state_dict(task: Task, seed: int, init_model: str = "") -> dict[str, torch.Tensor]:
     """A run's initial weights: ``task.build_model(seed)``, or the checkpoint at ``init_model`` if one is named.
 
     The checkpoint must be for this task (its metadata's ``task`` and ``seq_len``) and have exactly the
     names, shapes and dtypes of the task's model; otherwise ``ConfigError`` (run config key ``init-model``)
     says what differs, since nodes would refuse such weights anyway.
     """
-    from federated.errors import ConfigError
-
     expected = task.build_model(seed).state_dict()
     if not init_model:
         return dict(expected)

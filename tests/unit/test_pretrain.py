@@ -62,8 +62,10 @@ def test_pretraining_text_is_scrubbed_like_a_nodes() -> None:
     assert texts and "<name>" in " ".join(texts[:50])
     # The default pretraining partitions and the evaluation partitions share no file of the real corpus.
     data = (corpus / "data").resolve()
-    evaluation = {str(f.relative_to(data)) for p in PARTITIONS if p.name in EVALUATION_PARTITIONS for f in p.files(data)}
-    pretraining = {str(f.relative_to(data)) for p in PARTITIONS if p.name in PRETRAIN_PARTITIONS for f in p.files(data)}
+    def files(names: tuple[str, ...]) -> set[str]:
+        return {str(f.relative_to(data)) for p in PARTITIONS if p.name in names for f in p.files(data)}
+
+    evaluation, pretraining = files(EVALUATION_PARTITIONS), files(PRETRAIN_PARTITIONS)
     assert evaluation and pretraining and not evaluation & pretraining
     assert {f["path"] for f in files} <= pretraining
 
