@@ -22,7 +22,7 @@ def pretrain(
 
     The checkpoint's metadata lists every corpus file read, with its SHA-256; none belongs to the IRC
     evaluation workspaces. Start a run from it with the run config key init-model = "PATH".
-    Example: optin pretrain --out pretrained.pt --steps 2000
+    Example: optin pretrain --out pretrained.safetensors --steps 2000
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -25,7 +25,7 @@ read back from the audit logs, ``experiments.runners.node_metrics``). DP samplin
 OS, so a cell repeated gives slightly different figures.
 
 Results: ``<results>/<UTC time>-pretrain-levers/`` with ``levers.json``, ``table.md`` and ``run.log``.
-Run: ``python -m experiments.research.pretrain_levers --checkpoint pretrained.pt``
+Run: ``python -m experiments.research.pretrain_levers --checkpoint pretrained.safetensors``
 """
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def main(
 ) -> None:
     """Compare fresh and pretrained starts (and other levers) under local DP with the n-gram baselines.
 
-    Example: python -m experiments.research.pretrain_levers --checkpoint pretrained.pt --levers main,lr
+    Example: python -m experiments.research.pretrain_levers --checkpoint pretrained.safetensors --levers main,lr
     """
     _, metadata = load_checkpoint(checkpoint)
     corpus = irc_corpus_dir(resolve_data_root(data))

@@ -1,21 +1,23 @@
-"""Model checkpoint files: a state_dict and its metadata, written by Optin and read without running code.
+"""Pretrained checkpoints: a state_dict and its metadata in one safetensors file, read without running code.
 
-Guarantee: ``load_checkpoint`` reads with ``torch.load(..., weights_only=True)``, which unpickles only
-tensors and plain containers (dict, list, str, int, float, bool, None), so a hostile file cannot run code
-while it is read. What the weights are worth is another matter: check the metadata (which text, which task)
-before trusting them. A file that is not such a checkpoint is a ``DataError`` naming it.
+Guarantee: the file is safetensors (a JSON header and raw tensor bytes); nothing is unpickled, so a hostile
+file cannot run code while it is read. What the weights are worth is another matter: check the metadata
+(which text, which task) before trusting them. A file that is not such a checkpoint is a ``DataError``
+naming it. The metadata (plain JSON values) is kept as one JSON string in the safetensors header.
 
 ``save_checkpoint`` and ``load_checkpoint`` are the only two functions that know the file format.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from federated.errors import ConfigError, DataError
 from federated.tasks.base import Task
@@ -24,14 +26,14 @@ FORMAT = "optin-checkpoint/1"
 
 
 def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
-    """Write ``state_dict`` (tensors) and ``metadata`` (plain values only) to ``path``; refuses to overwrite."""
+    """Write ``state_dict`` (tensors) and ``metadata`` (JSON values) to ``path``; refuses to overwrite."""
     path = Path(path)
     if path.exists():
         raise DataError(f"{path}: refusing to overwrite an existing file")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {name: tensor.detach().clone().contiguous() for name, tensor in state_dict.items()}
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in state_dict.items()}
     partial = path.with_name(path.name + ".partial")
-    torch.save({"format": FORMAT, "state_dict": tensors, "metadata": dict(metadata)}, partial)
+    save_file(tensors, partial, metadata={"format": FORMAT, "optin": json.dumps(dict(metadata))})
     partial.replace(path)
     return path
 
@@ -42,16 +44,19 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if not path.is_file():
         raise DataError(f"{path}: checkpoint not found (expected a file written by 'optin pretrain')")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        with safe_open(path, framework="pt", device="cpu") as file:
+            header = file.metadata() or {}
+            state = {name: file.get_tensor(name) for name in file.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
         raise DataError(f"{path}: not a readable Optin checkpoint ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(content, dict) or content.get("format") != FORMAT:
+    if header.get("format") != FORMAT:
         raise DataError(f"{path}: expected an Optin checkpoint with format {FORMAT!r}")
-    state, metadata = content.get("state_dict"), content.get("metadata")
-    if not isinstance(state, dict) or not all(isinstance(t, torch.Tensor) for t in state.values()):
-        raise DataError(f"{path}: 'state_dict' is not a mapping of names to tensors")
+    try:
+        metadata = json.loads(header.get("optin", ""))
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: metadata is not JSON ({exc})") from exc
     if not isinstance(metadata, dict):
-        raise DataError(f"{path}: 'metadata' is not a mapping")
+        raise DataError(f"{path}: metadata is not a JSON object")
     return state, metadata
 
 

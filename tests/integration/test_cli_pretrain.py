@@ -19,7 +19,7 @@ def test_pretrain_writes_a_checkpoint_a_run_can_start_from(tmp_path: Path) -> No
     root = resolve_data_root()
     if not (root / "irc-disentanglement" / "data").is_dir():
         pytest.skip(f"IRC corpus not found under {root}")
-    out = tmp_path / "pretrained.pt"
+    out = tmp_path / "pretrained.safetensors"
     result = CliRunner().invoke(app, ["pretrain", "--out", str(out), "--steps", "2", "--data", str(root)])
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1] == f"Wrote {out}"

@@ -62,10 +62,10 @@ def test_pretraining_text_is_scrubbed_like_a_nodes() -> None:
     assert texts and "<name>" in " ".join(texts[:50])
     # The default pretraining partitions and the evaluation partitions share no file of the real corpus.
     data = (corpus / "data").resolve()
-    def files(names: tuple[str, ...]) -> set[str]:
+    def paths(names: tuple[str, ...]) -> set[str]:
         return {str(f.relative_to(data)) for p in PARTITIONS if p.name in names for f in p.files(data)}
 
-    evaluation, pretraining = files(EVALUATION_PARTITIONS), files(PRETRAIN_PARTITIONS)
+    evaluation, pretraining = paths(EVALUATION_PARTITIONS), paths(PRETRAIN_PARTITIONS)
     assert evaluation and pretraining and not evaluation & pretraining
     assert {f["path"] for f in files} <= pretraining
 
@@ -105,5 +105,8 @@ def test_a_file_that_would_run_code_is_refused(tmp_path: Path) -> None:
     path.write_bytes(pickle.dumps({"format": "optin-checkpoint/1", "state_dict": Payload(), "metadata": {}}))
     with pytest.raises(DataError, match="not a readable Optin checkpoint"):
         load_checkpoint(path)
+    torch.save({"weight": torch.zeros(2)}, tmp_path / "plain.pt")
+    with pytest.raises(DataError, match="not a readable Optin checkpoint"):
+        load_checkpoint(tmp_path / "plain.pt")
     with pytest.raises(DataError, match="not found"):
         load_checkpoint(tmp_path / "missing.pt")
