@@ -6,11 +6,11 @@ decided (who was sampled, who was skipped and why) is recorded.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from federated import json_numbers
 
 
 @dataclass
@@ -66,20 +66,9 @@ class RunRecord:
         """Write ``metrics.json`` atomically (a reader never sees half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(_finite(self.to_json()), indent=2), encoding="utf-8")
+        tmp.write_text(json_numbers.dumps(self.to_json()), encoding="utf-8")
         tmp.replace(path)
 
 
 def _keys(mapping: dict[int, Any]) -> dict[str, Any]:
     return {str(k): v for k, v in mapping.items()}
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: non-finite floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

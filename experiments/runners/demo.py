@@ -122,4 +122,6 @@ def _last_evaluation(rounds: dict[int, dict[str, Any]]) -> dict[str, Any] | None
 
 
 def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)
+    if value is None:
+        return "-"
+    return "∞" if value == float("inf") else format(value, spec)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import matplotlib
 import tomli_w
 
 from experiments.runners.node_metrics import node_local
+from federated import json_numbers
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,7 +31,7 @@ def new_run_dir(results_root: Path, experiment: str) -> Path:
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return json_numbers.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
 def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
