@@ -17,6 +17,7 @@ from experiments.cli.irc import irc
 from experiments.cli.operator import audit_app, consent_app, ledger_app, policy_app
 from experiments.cli.privacy import privacy_app
 from experiments.cli.sweep import sweep
+from experiments.cli.threads import apply_thread_defaults
 from federated.data import SyntheticSpec
 from federated.errors import OptinError
 
@@ -35,15 +36,14 @@ add_deploy_commands(app)
 
 @app.callback()
 def main(
-    threads: int | None = typer.Option(None, min=1, help="Intra-op threads for torch in this process (default: "
-                                                         "torch's). On a busy machine 1 is often several times "
-                                                         "faster. Processes Flower starts read OMP_NUM_THREADS."),
+    threads: int | None = typer.Option(None, min=1, help="Intra-op threads for torch in this command and the "
+                                                         "processes it starts. Default: OMP_NUM_THREADS if set, "
+                                                         "else the cores free now (CPU count minus load, at "
+                                                         "least 1); idle OpenMP threads sleep (OMP_WAIT_POLICY="
+                                                         "PASSIVE)."),
 ) -> None:
     """Optin's command line."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    apply_thread_defaults(threads)
 
 
 @app.command()
