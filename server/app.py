@@ -1,9 +1,8 @@
 """Optin's ServerApp: consent-gated FedAvg of locally DP-trained models, then federated evaluation.
 
 Round 0 evaluates the initial model on the consenting nodes' held-out splits,
-so every run shows what training changed. With ``dp-mode`` "central" or "both" the rounds run
-through ``server.central_dp.CentralDPFedAvg`` (workspace-level DP-FedAvg around the same consent-aware
-strategy). With ``results-dir`` set, the run's
+so every run shows what training changed. With ``dp-mode`` "central" or "both" the same consent-aware
+strategy aggregates with ``server.central_dp.CentralDP`` (workspace-level DP-FedAvg: clip, average, noise). With ``results-dir`` set, the run's
 ``metrics.json`` and the server's audit log (``audit.jsonl``) are written there.
 """
 
@@ -20,7 +19,7 @@ from federated.audit import AUDIT_FILE, AuditLog
 from federated.config import CENTRAL_MODES, RunConfig
 from federated.inprocess import InProcessGrid
 from federated.tasks import get_task
-from server.central_dp import CentralDPFedAvg
+from server.central_dp import CentralDP
 from server.reply_polling import PollingGrid
 from server.run_record import RunRecord
 from server.strategy import ConsentAwareFedAvg
@@ -52,14 +51,15 @@ def main(grid: Grid, context: Context) -> None:
     strategy = ConsentAwareFedAvg(record, proposal, audit=audit, fraction_train=config.fraction_train,
                                   fraction_evaluate=config.fraction_evaluate, min_train_nodes=config.min_train_nodes,
                                   min_available_nodes=config.min_available_nodes, seed=config.seed,
-                                  reply_timeout=config.reply_timeout, num_rounds=config.num_rounds)
+                                  reply_timeout=config.reply_timeout, num_rounds=config.num_rounds,
+                                  aggregate=CentralDP.from_config(config, record)
+                                  if config.dp_mode in CENTRAL_MODES else None)
     arrays = ArrayRecord(task.build_model(config.seed).state_dict())
 
     initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
                                     timeout=strategy.reply_timeout)
     strategy.aggregate_evaluate(0, initial)
-    rounds = CentralDPFedAvg.from_config(strategy, config) if config.dp_mode in CENTRAL_MODES else strategy
-    rounds.start(grid, arrays, num_rounds=config.num_rounds, timeout=strategy.reply_timeout,
+    strategy.start(grid, arrays, num_rounds=config.num_rounds, timeout=strategy.reply_timeout,
                  train_config=ConfigRecord(dict(proposal)))
     if config.results_dir:
         path = Path(config.results_dir) / "metrics.json"

@@ -29,7 +29,8 @@ for that round.
 Aggregation: the **equal-weight** mean of the accepted models. Nodes send no
 example counts (a count would reveal the workspace's size and let a lying node
 take more weight), so each of ``k`` accepted nodes moves the global model by
-exactly ``1/k`` of its own update. Evaluation replies carry no metrics (nodes
+exactly ``1/k`` of its own update. With central DP the accepted models go to
+``server.central_dp.CentralDP`` instead (clipped, averaged with equal weights, noised). Evaluation replies carry no metrics (nodes
 keep their held-out results); the server records who evaluated.
 """
 
@@ -53,6 +54,10 @@ from server.run_record import RunRecord
 
 log = logging.getLogger("optin.server.strategy")
 
+Aggregate = Callable[[int, ArrayRecord, list[ArrayRecord]], ArrayRecord]
+"""(round, the model sent, the accepted models) -> the model released: the equal-weight mean, or central DP's
+clipped and noised one (``server.central_dp.CentralDP``)."""
+
 UNAVAILABLE = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.NODE_UNAVAILABLE)
 """Error codes of the replies Flower's SuperLink makes for a node that did not answer (missed heartbeats, expired
 message or reply)."""
@@ -66,7 +71,7 @@ class ConsentAwareFedAvg(FedAvg):
                  fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 1,
                  min_available_nodes: int = 1, seed: int = 0, query_timeout: float = 60.0,
                  connect_timeout: float = 300.0, reply_timeout: float = 3600.0,
-                 num_rounds: int | None = None) -> None:
+                 num_rounds: int | None = None, aggregate: Aggregate | None = None) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes,
                          min_evaluate_nodes=0, min_available_nodes=min_available_nodes)
@@ -77,6 +82,7 @@ class ConsentAwareFedAvg(FedAvg):
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout  # seconds to wait for train and evaluate replies (3600: Flower's default)
         self.num_rounds = num_rounds  # None: unknown, so no round's consent is asked ahead
+        self.aggregate = aggregate or (lambda server_round, sent, accepted: equal_weight_mean(accepted))
         self._rng = random.Random(seed)
         # A stream of its own, so that sampling evaluators leaves the training cohorts of a seed unchanged.
         self._evaluate_rng = random.Random(f"{seed}:evaluate")
@@ -197,7 +203,7 @@ class ConsentAwareFedAvg(FedAvg):
             log.warning("round %d: %d usable update(s), fewer than min-train-nodes=%d; the model is not updated",
                         server_round, len(accepted), self.min_train_nodes)
             return None, None
-        arrays = equal_weight_mean([reply.content["arrays"] for reply in accepted])
+        arrays = self.aggregate(server_round, sent, [reply.content["arrays"] for reply in accepted])
         metrics = _train_metrics([reply.content["metrics"] for reply in accepted])
         round_record.metrics.update(metrics)
         return arrays, metrics

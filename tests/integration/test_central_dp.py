@@ -1,7 +1,7 @@
 """Central workspace-level DP-FedAvg (server.central_dp) in a real in-process run of Optin's apps.
 
 Checks the mechanism from what crossed the wire: each update clipped to C, the equal-weight average
-of the clipped updates, Gaussian noise of std z·C/m; consent gating intact under Flower's wrapper;
+of the clipped updates, Gaussian noise of std z·C/m; consent gating intact with central DP;
 and the ε the server records per round.
 """
 
@@ -84,7 +84,7 @@ def test_released_model_is_the_noised_equal_weight_average_of_clipped_updates(ce
 
 
 @pytest.mark.slow
-def test_the_wrapper_keeps_consent_gating(central_run) -> None:
+def test_central_dp_keeps_consent_gating(central_run) -> None:
     layout, metrics, seen = central_run
     out = str(layout.folders[OPTED_OUT])
     assert not [kind for ws, kind, _, _ in seen if ws == out]  # neither train nor evaluate ever reached it
