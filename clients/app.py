@@ -41,8 +41,10 @@ from clients.round_plan import plan_round
 from clients.train_config import parse_train_config
 from clients.workspace_node import WorkspaceNode
 from federated.audit import AuditError, fingerprint, update_norm
-from federated.limits import cut
+from federated.config import RunConfig
 from federated.errors import BudgetError, OptinError
+from federated.limits import cut
+from federated.privacy.policy import Policy
 from federated.protocol import CONSENT_KEY, REFUSED_CODE
 from federated.tasks import get_task
 
@@ -54,11 +56,10 @@ app = GuardedClientApp(mods=[egress_check, ingress_check])
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Answer consent, and whether the proposed round (if the query carries one) fits the budget."""
-    node = WorkspaceNode.from_context(context)
-    try:
-        config = node.run_config(context)
-    except OptinError as exc:
-        return _refuse(node, msg, context, exc.code, str(exc))
+    opened = _configured(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config = opened
     decision = node.consent(config)
     answer = {"consent": decision.consent, "reason": decision.reason, "can-afford": False,
               "remaining-epsilon": 0.0}
@@ -92,15 +93,10 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local DP-SGD from the global model; replies with the new model, its public settings and lifetime ε."""
-    node = WorkspaceNode.from_context(context)
-    try:
-        config = node.run_config(context)
-    except OptinError as exc:
-        return _refuse(node, msg, context, exc.code, str(exc))
-    decision = node.consent(config)
-    if not decision.consent or decision.policy is None:
-        return _refuse(node, msg, context, decision.reason)
-    policy = decision.policy
+    opened = _consenting(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config, policy = opened
     run_id = str(context.run_id)
     group_size = policy.max_messages_per_member if policy.privacy_unit == "member" else 1
     try:
@@ -153,17 +149,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     The result goes to the workspace's audit log (``evaluation`` entry, ``kept_local``) for its operator; the
     reply carries no metrics, since a noiseless evaluation is outside every ε.
     """
-    node = WorkspaceNode.from_context(context)
-    try:
-        config = node.run_config(context)
-    except OptinError as exc:
-        return _refuse(node, msg, context, exc.code, str(exc))
-    decision = node.consent(config)
-    if not decision.consent or decision.policy is None:
-        return _refuse(node, msg, context, decision.reason)
+    opened = _consenting(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config, policy = opened
     try:
         task = get_task(config.task, config.seq_len)
-        data = task.encode(node.held_out_texts(config, decision.policy))
+        data = task.encode(node.held_out_texts(config, policy))
         model = task.build_model(config.seed)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         result = task.evaluate(model, data)
@@ -173,6 +165,27 @@ def evaluate(msg: Message, context: Context) -> Message:
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
     return Message(RecordDict({"metrics": MetricRecord({})}), reply_to=msg)
+
+
+def _configured(msg: Message, context: Context) -> tuple[WorkspaceNode, RunConfig] | Message:
+    """The node and the run's config once it is valid and within the node's limits, else the refusal to send."""
+    node = WorkspaceNode.from_context(context)
+    try:
+        return node, node.run_config(context)
+    except OptinError as exc:
+        return _refuse(node, msg, context, exc.code, str(exc))
+
+
+def _consenting(msg: Message, context: Context) -> tuple[WorkspaceNode, RunConfig, Policy] | Message:
+    """As :func:`_configured`, and the policy re-read now if it consents to this run, else the refusal to send."""
+    opened = _configured(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config = opened
+    decision = node.consent(config)
+    if not decision.consent or decision.policy is None:
+        return _refuse(node, msg, context, decision.reason)
+    return node, config, decision.policy
 
 
 def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, detail: str = "") -> Message:

@@ -92,16 +92,20 @@ def policy_init(
     console.print(f"wrote {path}")
 
 
+def _policy_or_fail(workspace: Path, note: str = "") -> Policy:
+    try:
+        return read_policy(workspace / POLICY_FILE)
+    except OptinError as exc:
+        fail(f"{exc}{note}")
+
+
 @policy_app.command("show")
 def policy_show(workspace: Path = WORKSPACE) -> None:
     """Print the policy as the node reads it, defaults included.
 
     Example: optin policy show --workspace ./acme
     """
-    try:
-        policy = read_policy(workspace / POLICY_FILE)
-    except OptinError as exc:
-        fail(f"{exc}; the node treats this as consent off")
+    policy = _policy_or_fail(workspace, "; the node treats this as consent off")
     console.print(render_policy(policy), end="", highlight=False, markup=False)
     if policy.expires is not None and policy.expired(dt.datetime.now(dt.timezone.utc)):
         console.print("# expired: the node treats this as consent off", highlight=False)
@@ -113,10 +117,7 @@ def policy_check(workspace: Path = WORKSPACE) -> None:
 
     Example: optin policy check --workspace ./acme
     """
-    try:
-        policy = read_policy(workspace / POLICY_FILE)
-    except OptinError as exc:
-        fail(exc)
+    policy = _policy_or_fail(workspace)
     console.print(f"{workspace / POLICY_FILE}: valid (consent = {'true' if policy.consent else 'false'})")
 
 
