@@ -155,3 +155,4 @@ def test_resume_refuses_a_folder_of_another_sweep(tmp_path: Path) -> None:
 def test_sweep_help_has_an_example() -> None:
     result = CliRunner().invoke(app, ["sweep", "--help"])
     assert result.exit_code == 0 and "Example: optin sweep" in result.output
+    assert "With an [audit] table" in result.output  # printed as written, not eaten as Rich markup
