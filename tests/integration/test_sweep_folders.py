@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from experiments.research.sweep import load_and_run
+from experiments.research.sweep_cells import build_dataset, prepare_cell
 from experiments.research.sweep_config import FolderDataset, load_sweep
 from federated.audit import AUDIT_FILE, read_entries
 from federated.data import SyntheticSpec
@@ -199,3 +200,32 @@ def test_opted_out_names_of_a_synthetic_dataset_are_checked_before_training(tmp_
     with pytest.raises(ConfigError, match=r"'datasets\[0\]\.opted-out'.*\['nobody'\]"):
         load_and_run(path, tmp_path / "results", None)
     assert not list((tmp_path / "results").rglob(LEDGER_FILE))
+
+
+def test_a_canary_audit_on_a_folder_plants_no_canary_in_an_opted_out_workspace(tmp_path: Path) -> None:
+    slack_exports(tmp_path)
+    sweep = load_sweep(write_sweep(tmp_path, SWEEP.replace('opted-out = ["initech"]', 'opted-out = ["acme"]')),
+                       audit=True)
+    assert sweep.audit is not None
+    cell = sweep.cells()[0]
+    folders = build_dataset(sweep.dataset(cell.dataset), tmp_path / "datasets" / cell.dataset)
+    plan = prepare_cell(sweep, cell, folders, tmp_path / "cell")
+    assert plan.canaries is not None and plan.canaries.exposure_workspace == "globex"  # index 0 of those in
+    assert plan.canaries.injected("acme") == () and plan.canaries.receiver == "initech"
+    acme = next(w for w in plan.workspaces if w.name == "acme")
+    assert acme.opted_out and acme.canaries == 0 and acme.local is None
+    assert "consent = false" in (tmp_path / "cell" / "workspaces" / "acme" / "policy.toml").read_text()
+
+
+def test_the_shipped_slack_folder_config_is_valid_on_a_folder_of_exports(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[2] / "experiments" / "configs" / "sweep_slack_folder.toml"
+    text = shipped.read_text(encoding="utf-8")
+    config = tmp_path / "repo" / "experiments" / "configs" / shipped.name
+    config.parent.mkdir(parents=True)
+    config.write_text(text, encoding="utf-8")
+    slack_exports(tmp_path)
+    (tmp_path / "exports").rename(tmp_path / "slack-exports")  # where the shipped path points, beside the repo
+    sweep = load_sweep(config)
+    (dataset,) = sweep.datasets
+    assert dataset.workspaces() == list(NAMES) and dataset.opted_out == ["globex"]
+    assert {c.privacy_unit for c in sweep.cells()} == {"message", "member"}
