@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, NoReturn
 
-from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from experiments.research.canary_audit import ONE_RUN_FORMAT, AuditSpec
 from experiments.research.config_models import TableModel, distinct, is_number, key_error, validate_table
@@ -68,7 +68,6 @@ def _at_least(minimum: int) -> Any:
 
 
 Name = Annotated[str, AfterValidator(_name)]
-Workspaces = Annotated[list[str], AfterValidator(distinct)]
 OPTED_OUT = ("a list of distinct workspace names of this dataset, held opted out (consent off in every cell); "
              "at least one workspace must stay in")
 
