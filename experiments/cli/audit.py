@@ -14,16 +14,14 @@ from federated.errors import OptinError
 
 
 def canaries(
-    config: Path = typer.Argument(..., help="Sweep file (TOML); its [audit] table sets the canaries (defaults "
+    config: Path = typer.Argument(..., help="Sweep file (TOML); its \\[audit] table sets the canaries (defaults "
                                             "without one). E.g. experiments/configs/audit_canaries.toml."),
     results: Path = typer.Option(Path("results"), help="Folder under which the results folder is created."),
     resume: Path | None = typer.Option(None, help="Finish this earlier results folder of the same file."),
 ) -> None:
     """Train every cell with canaries injected in memory; report exposure and the one-run ε lower bound.
 
-    Exit code 3 (and a red banner) when any empirical lower bound exceeds its claimed ε: at the bound's
-    confidence (95 % by default) a correct mechanism does that in at most 1 cell in 20, so it is a bug in the
-    mechanism or its accounting, or that chance; rerun to tell.
+    Exit code 3 (and a red banner) when any empirical lower bound exceeds its claimed ε: at the bound's confidence (95 % by default) a correct mechanism does that in at most 1 cell in 20, so it is a bug in the mechanism or its accounting, or that chance; rerun to tell.
 
     Example: optin audit canaries experiments/configs/audit_canaries.toml
     """

@@ -18,9 +18,12 @@ def sweep(
     resume: Path | None = typer.Option(None, help="Finish this earlier results folder of the same sweep: finished "
                                                   "cells are kept, the others run."),
 ) -> None:
-    """Train every cell of the grid (target ε × seeds × DP modes × datasets) and write CSV, plots and a report.
+    """Train every cell of the grid (target ε × seeds × DP modes × privacy units × datasets) and write CSV, plots
+    and a report.
 
-    With an [audit] table every cell also runs a canary audit; exit code 3 if a lower bound exceeds its claim.
+    Datasets: built-in synthetic, IRC, or a folder of workspaces (Slack exports, JSONL, IRC manifests), copied fresh into every cell; workspaces listed in opted-out never train.
+
+    With an \\[audit] table every cell also runs a canary audit; exit code 3 if a lower bound exceeds its claim.
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """

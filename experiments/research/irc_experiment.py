@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import Message
+from pydantic import Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -41,14 +42,15 @@ from rich.table import Table
 from experiments.runners.in_process import run_federation
 from experiments.runners.node_metrics import workspace_figures
 from experiments.runners.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
+from experiments.research.config_models import TableModel, validate_table
 from federated.config import RunConfig
 from federated.data import PARTITIONS, build_irc_workspaces
 from federated.errors import ConfigError
 from federated.privacy.policy import Policy, write_policy
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "irc.toml"
-_EXPERIMENT_KEYS = {"max-lines": int, "max-epsilon": float, "workspaces": list}
 _RUNNER_KEYS = ("results-dir", "workspaces-root")
+_PARTITIONS = [p.name for p in PARTITIONS]
 
 
 @dataclass(frozen=True)
@@ -61,46 +63,48 @@ class IrcExperiment:
     workspaces: tuple[str, ...] = ()
     """Partition names to use (``federated.data.PARTITIONS``); empty: all."""
 
-    def __post_init__(self) -> None:
-        known = [p.name for p in PARTITIONS]
-        unknown = sorted(set(self.workspaces) - set(known))
-        if unknown:
-            raise ConfigError(f"workspaces: unknown {unknown}; expected names from {known}")
-        if self.max_lines is not None and self.max_lines < 1:
-            raise ConfigError(f"max-lines: expected a positive number of lines, got {self.max_lines}")
-        if not self.max_epsilon > 0:
-            raise ConfigError(f"max-epsilon: expected a value > 0, got {self.max_epsilon}")
+
+class _ExperimentTable(TableModel):
+    """``[experiment]``: every key optional."""
+
+    max_lines: int | None = Field(None, ge=1, description="an integer >= 1 (lines read from each workspace's log)")
+    max_epsilon: float = Field(Policy().max_epsilon, gt=0, description="a number > 0 (each policy's budget)")
+    workspaces: list[str] = Field([], description=f"a list of distinct workspace names from {_PARTITIONS}")
+
+    @field_validator("workspaces")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        if not set(values) <= set(_PARTITIONS) or len(set(values)) != len(values):
+            raise ValueError("unknown or repeated workspace")
+        return values
+
+
+class _ExperimentFile(TableModel):
+    experiment: dict[str, Any] = Field({}, description="a table")
+    run: dict[str, Any] = Field({}, description="a table of RunConfig keys")
 
 
 def load_experiment(path: Path) -> IrcExperiment:
-    """Read ``[experiment]`` and ``[run]`` (RunConfig keys) from a TOML file; unknown keys are errors."""
+    """Read ``[experiment]`` and ``[run]`` (RunConfig keys) from a TOML file; a mistake is one ``ConfigError``
+    naming the file, the key, the value and what was expected."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read as TOML ({exc})") from None
-    unknown = sorted(set(raw) - {"experiment", "run"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {unknown}; expected [experiment] and [run]")
-    section = raw.get("experiment", {})
-    values: dict[str, Any] = {}
-    for key, value in section.items():
-        kind = _EXPERIMENT_KEYS.get(key)
-        if kind is None:
-            raise ConfigError(f"{path}: unknown key 'experiment.{key}'; expected one of {sorted(_EXPERIMENT_KEYS)}")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"{path}: key 'experiment.{key}' expected {kind.__name__}, got {value!r}")
-        values[key.replace("-", "_")] = tuple(value) if kind is list else value
-    run = raw.get("run", {})
+    top = validate_table(_ExperimentFile, raw, path)
+    experiment = validate_table(_ExperimentTable, top.experiment, path, "experiment.")
     for key in _RUNNER_KEYS:
-        if key in run:
-            raise ConfigError(f"{path}: key 'run.{key}' is set by the runner; remove it")
+        if key in top.run:
+            raise ConfigError(f"{path}: key 'run.{key}': expected no value (the runner sets it), got "
+                              f"{top.run[key]!r}")
     try:
-        return IrcExperiment(run=RunConfig.from_mapping(run, source=f"{path} [run]"), **values)
+        run = RunConfig.from_mapping(top.run, source=f"{path} [run]")
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        message = str(exc)
+        raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    return IrcExperiment(run=run, max_lines=experiment.max_lines, max_epsilon=experiment.max_epsilon,
+                         workspaces=tuple(experiment.workspaces))
 
 
 @dataclass(frozen=True)
