@@ -26,7 +26,6 @@ Run: ``optin irc --config experiments/configs/irc.toml``
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -43,6 +42,7 @@ from experiments.runners.in_process import run_federation
 from experiments.runners.node_metrics import workspace_figures
 from experiments.runners.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
 from experiments.research.config_models import TableModel, validate_table
+from federated import json_numbers
 from federated.config import RunConfig
 from federated.data import PARTITIONS, build_irc_workspaces
 from federated.errors import ConfigError
@@ -186,7 +186,7 @@ def run_irc_experiment(experiment: IrcExperiment, corpus: Path, results_root: Pa
             alone[name] = load_metrics(alone_dir)
     plot_rounds(federated, run_dir / "plots" / "federated.png")
     comparison = _compare(run_dir, federated, {str(k): v.name for k, v in served.items()}, alone)
-    (run_dir / "comparison.json").write_text(json.dumps(comparison.to_json(), indent=2) + "\n", encoding="utf-8")
+    (run_dir / "comparison.json").write_text(json_numbers.dumps(comparison.to_json()) + "\n", encoding="utf-8")
     (run_dir / "report.md").write_text(_report(comparison, experiment), encoding="utf-8")
     return comparison
 

@@ -16,7 +16,6 @@ a bug, or the 1 − c chance per cell (1 in 20) that a correct claim is exceeded
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -27,6 +26,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from federated import json_numbers
 
 CELL_METRICS = "metrics.json"
 CSV_FILE = "results.csv"
@@ -85,7 +86,7 @@ class Group:
 
 def load_cells(run_dir: Path) -> list[dict[str, Any]]:
     """Every finished cell's metrics (``cells/*/metrics.json``) in grid order; ε strings become floats."""
-    cells = [_floats(json.loads(p.read_text(encoding="utf-8"))) for p in (run_dir / "cells").glob(f"*/{CELL_METRICS}")]
+    cells = [json_numbers.loads(p.read_text(encoding="utf-8")) for p in (run_dir / "cells").glob(f"*/{CELL_METRICS}")]
     order = list(MECHANISMS)
     return sorted(cells, key=lambda c: (series(c), order.index(c["cell"]["dp_mode"]),
                                         -c["cell"]["target_epsilon"], c["cell"]["seed"]))
@@ -389,17 +390,6 @@ def _eps(value: float) -> str:
 
 def _text(value: float) -> str | float:
     return "inf" if math.isinf(value) else value
-
-
-def _floats(value: Any) -> Any:
-    """JSON has no ∞: the cells write ``"inf"``; read it back as a float."""
-    if value == "inf":
-        return math.inf
-    if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return value
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -22,7 +22,6 @@ so a configuration problem stops the sweep before any training.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -45,6 +44,7 @@ from experiments.research.report import CELL_METRICS, write_report
 from experiments.runners.results import load_metrics, new_run_dir, write_config
 from experiments.research.sweep_cells import CellPlan, build_dataset, prepare_cell
 from experiments.research.sweep_config import SweepConfig, load_sweep
+from federated import json_numbers
 from federated.errors import ConfigError, PrivacyError
 from federated.inprocess import Observer
 from federated.privacy.accounting import epsilon
@@ -130,7 +130,7 @@ def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = Non
         summary["audit"] = audit_model(sweep.audit, plan.canaries, plan.run_config, final, sweep.delta, claim)
     path = plan.folder / CELL_METRICS
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
+    tmp.write_text(json_numbers.dumps(summary), encoding="utf-8")
     tmp.replace(path)
     log.info("cell %s finished in %.1f s: held-out accuracy %s (node-local)", plan.cell.id, summary["seconds"],
              summary["rounds"][-1]["eval_accuracy"])
@@ -242,15 +242,3 @@ def _log_to(path: Path) -> Iterator[None]:
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)
         handler.close()
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON has no ∞: write it as ``"inf"`` (``experiments.research.report`` reads it back)."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-
