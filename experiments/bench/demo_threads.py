@@ -29,18 +29,20 @@ from pathlib import Path
 
 import typer
 
+from experiments.bench.common import Seed, bench_app
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO = "from experiments.cli.app import app; app()"
 
 
-def _demo(tree: Path, timeout: float) -> float | None:
+def _demo(tree: Path, timeout: float, seed: int) -> float | None:
     """Seconds ``optin demo`` took with the code in ``tree``, or None if it passed ``timeout``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
     env["PYTHONPATH"] = str(tree)
     with tempfile.TemporaryDirectory(prefix="optin-demo-bench-") as results:
         started = time.monotonic()
         try:
-            subprocess.run([sys.executable, "-c", DEMO, "demo", "--results", results], cwd=tree, env=env,
+            subprocess.run([sys.executable, "-c", DEMO, "demo", "--seed", str(seed), "--results", results], cwd=tree, env=env,
                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                            timeout=timeout, check=True, start_new_session=True)
         except subprocess.TimeoutExpired:
@@ -63,6 +65,7 @@ def main(
     before: Path = typer.Option(..., help="Source tree with the thread defaults before (torch's own)."),
     busy: int = typer.Option(2, help="Busy processes beside the loaded runs."),
     timeout: float = typer.Option(600.0, help="Seconds after which a demo run is stopped."),
+    seed: Seed = 0,
 ) -> None:
     """Time optin demo: quiet and loaded, thread defaults before and now."""
     print(f"optin demo wall time; {os.cpu_count()} CPUs; timeout {timeout:.0f} s")
@@ -71,11 +74,13 @@ def main(
         with _busy(load):
             for name, tree in (("before", before.resolve()), ("now", REPO)):
                 load_before = os.getloadavg()[0]
-                seconds = _demo(tree, timeout)
+                seconds = _demo(tree, timeout, seed)
                 shown = f"> {timeout:.0f}" if seconds is None else f"{seconds:.0f}"
                 machine = "quiet" if load == 0 else f"{load} busy processes"
                 print(f"{machine:<22} {name:<8} {load_before:>11.1f} {shown:>9}", flush=True)
 
 
+app = bench_app(main, __doc__)
+
 if __name__ == "__main__":
-    typer.run(main)
+    app()

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from experiments.bench.common import bench_app
 
 OPTION_OF = {
+    "demo_threads": "--busy",
     "deployment_overhead": "--local-steps",
     "dp_overhead": "--batch-size",
     "inprocess_overhead": "--profile",
