@@ -198,7 +198,8 @@ def _read_card(path: Path) -> dict[str, Any]:
     if Path(card["weights"]).name != card["weights"]:
         raise ConfigError(f"{path}: field 'weights' expected a file name beside the card, got {card['weights']!r}")
     if not 0 < card["seq_len"] <= CARD_MAX_SEQ_LEN:
-        raise ConfigError(f"{path}: field 'seq_len' expected an integer in 1..{CARD_MAX_SEQ_LEN}, got {card['seq_len']}")
+        raise ConfigError(f"{path}: field 'seq_len' expected an integer in 1..{CARD_MAX_SEQ_LEN}, "
+                          f"got {card['seq_len']}")
     return card
 
 

@@ -126,10 +126,14 @@ def test_a_card_that_is_not_json_is_refused(tmp_path: Path) -> None:
 def test_completions_have_the_requested_count_and_byte_length() -> None:
     task = NextCharTask(seq_len=CONFIG.seq_len)
     model = task.build_model(1)
-    sampled = complete(task, model, "héllo ", 10, temperature=1.0, samples=4, generator=torch.Generator().manual_seed(3))
+
+    def sample() -> list[bytes]:
+        return complete(task, model, "héllo ", 10, temperature=1.0, samples=4,
+                        generator=torch.Generator().manual_seed(3))
+
+    sampled = sample()
     assert len(sampled) == 4 and all(len(c) == 10 for c in sampled)
-    again = complete(task, model, "héllo ", 10, temperature=1.0, samples=4, generator=torch.Generator().manual_seed(3))
-    assert again == sampled and len(set(sampled)) > 1
+    assert sample() == sampled and len(set(sampled)) > 1
     greedy = complete(task, model, "héllo ", 25, samples=2)
     assert greedy[0] == greedy[1] and len(greedy[0]) == CONFIG.seq_len - len("héllo ".encode())
     with pytest.raises(ConfigError, match="expected length <= 25, got 26"):
