@@ -14,6 +14,7 @@ from experiments.cli.common import console, fail
 from experiments.cli.data import data_app
 from experiments.cli.deploy import add_deploy_commands
 from experiments.cli.irc import irc
+from experiments.cli.model import complete, evaluate
 from experiments.cli.operator import audit_app, consent_app, ledger_app, policy_app
 from experiments.cli.privacy import privacy_app
 from experiments.cli.sweep import sweep
@@ -31,6 +32,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
 app.command()(sweep)
 app.command()(irc)
+app.command()(complete)
+app.command()(evaluate)
 add_deploy_commands(app)
 
 

@@ -24,6 +24,7 @@ from federated.errors import ConfigError
 from federated.inprocess import run_in_process
 from federated.privacy.accounting import epsilon
 from federated.privacy.policy import Policy, write_policy
+from federated.tasks.model_file import CARD_FILE
 from server.app import app as server_app
 
 SPEC = SyntheticSpec(num_workspaces=4, seed=8, min_messages=60, max_messages=90)
@@ -104,6 +105,10 @@ def test_central_only_dp_trains_without_local_noise(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert all(len(r["trained"]) == 4 for r in metrics["rounds"][1:])
     assert metrics["rounds"][-1]["metrics"]["central-epsilon"] == epsilon([(1.0, 1.0, 2)], CONFIG.central_delta)
+    # The saved model's card states the central ε the server's accountant reported, and no local claim.
+    privacy = json.loads((tmp_path / "results" / CARD_FILE).read_text())["privacy"]
+    assert privacy["central"]["epsilon"] == epsilon([(1.0, 1.0, 2)], CONFIG.central_delta)
+    assert privacy["central"]["delta"] == CONFIG.central_delta and "local" not in privacy
 
 
 @pytest.mark.parametrize("overrides, fragment", [

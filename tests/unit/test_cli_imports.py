@@ -35,7 +35,8 @@ def _run(*args: str) -> dict[str, object]:
 
 @pytest.mark.parametrize("args", [["--help"], ["consent", "on", "-w", "{ws}"], ["consent", "off", "-w", "{ws}"],
                                   ["policy", "show", "-w", "{ws}"], ["policy", "check", "-w", "{ws}"],
-                                  ["audit", "verify", "{ws}"], ["node", "--help"]],
+                                  ["audit", "verify", "{ws}"], ["node", "--help"], ["complete", "--help"],
+                                  ["evaluate", "--help"]],
                          ids=lambda args: " ".join(a for a in args if a != "{ws}" and a != "-w"))
 def test_operator_commands_import_no_deep_learning_stack(args: list[str], tmp_path: Path) -> None:
     (tmp_path / "audit.jsonl").write_text("", encoding="utf-8")
