@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from experiments.cli.common import EXIT_AUDIT_FAILED, console, fail
+from experiments.formatting import figure
 from federated.errors import OptinError
 
 
@@ -40,7 +41,7 @@ def canaries(
         table.add_column(column, justify="left" if column == "cell" else "right", no_wrap=column == "cell")
     for cell in cells:
         audit, one_run = cell["audit"], cell["audit"]["one_run"]
-        table.add_row(cell["cell"]["id"], _eps(audit["claimed_epsilon"]),
+        table.add_row(cell["cell"]["id"], figure(audit["claimed_epsilon"]),
                       "-" if one_run is None else f"{one_run['epsilon_lower_bound']:.3f}",
                       *(f"{e['bits']:.2f}" for e in audit["exposure"]),
                       "[bold red]FAILED[/]" if audit["violation"] else "ok")
@@ -60,7 +61,3 @@ def exit_if_audit_failed(cells: list[dict[str, Any]]) -> None:
                       f"lower bound exceeds the claimed ε: a bug in the mechanism or its accounting, or the "
                       f"chance its confidence leaves (at most 1 in 20 per cell at 95 %); rerun to tell.[/]")
         raise typer.Exit(EXIT_AUDIT_FAILED)
-
-
-def _eps(value: float) -> str:
-    return "∞" if value == float("inf") else f"{value:.3f}"

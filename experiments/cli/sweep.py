@@ -9,6 +9,7 @@ from rich.table import Table
 
 from experiments.cli.audit import exit_if_audit_failed
 from experiments.cli.common import console, fail
+from experiments.formatting import figure
 from federated.errors import OptinError
 
 
@@ -40,16 +41,12 @@ def sweep(
         table.add_column(column, justify="left" if column in ("dataset", "mode") else "right",
                          no_wrap=column == "accuracy")
     for g in summarize(load_cells(outcome.run_dir)):
-        table.add_row(g.dataset, g.dp_mode, _eps(g.target_epsilon), str(len(g.accuracies)),
-                      f"{g.mean:.4f} ± {g.spread:.4f}", _eps(g.epsilon_local),
-                      "-" if g.epsilon_central is None else _eps(g.epsilon_central))
+        table.add_row(g.dataset, g.dp_mode, figure(g.target_epsilon), str(len(g.accuracies)),
+                      f"{g.mean:.4f} ± {g.spread:.4f}", figure(g.epsilon_local),
+                      "-" if g.epsilon_central is None else figure(g.epsilon_central))
     console.print(table)
     console.print(f"Ran {len(outcome.ran)} cell(s), kept {len(outcome.skipped)} finished one(s) in "
                   f"{outcome.seconds:.0f} s.", highlight=False)
     console.print(f"Results: {outcome.run_dir}  (report.md, results.csv, plots/, cells/*/metrics.json)",
                   soft_wrap=True, highlight=False)
     exit_if_audit_failed(load_cells(outcome.run_dir))
-
-
-def _eps(value: float) -> str:
-    return "∞" if value == float("inf") else f"{value:.3f}"

@@ -38,10 +38,11 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from experiments.formatting import figure
+from experiments.research.config_models import TableModel, validate_table
 from experiments.runners.in_process import run_federation
 from experiments.runners.node_metrics import workspace_figures
 from experiments.runners.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
-from experiments.research.config_models import TableModel, validate_table
 from federated import json_numbers
 from federated.config import RunConfig
 from federated.data import PARTITIONS, build_irc_workspaces
@@ -198,10 +199,10 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     for column in ("held-out msgs", "initial", "alone", "federated"):
         table.add_column(column, justify="right", no_wrap=True)
     for w in comparison.workspaces:
-        table.add_row(w.name, f"{w.held_out:,}", _fmt(w.initial), _fmt(w.alone), _fmt(w.federated))
+        table.add_row(w.name, f"{w.held_out:,}", *(figure(v, ".4f") for v in (w.initial, w.alone, w.federated)))
     table.add_section()
     for weighted, label in ((False, "mean"), (True, "weighted mean")):
-        table.add_row(label, "", *(_fmt(comparison.mean(m, weighted)) for m in ("initial", "alone", "federated")))
+        table.add_row(label, "", *(figure(comparison.mean(m, weighted), ".4f") for m in ("initial", "alone", "federated")))
     console.print(table)
     console.print(f"Results: {comparison.run_dir}  (comparison.json, report.md, federated/, alone/, run.log)")
 
@@ -241,15 +242,12 @@ def _report(comparison: Comparison, experiment: IrcExperiment) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for w in comparison.workspaces:
-        lines.append(f"| {w.name} | {w.held_out} | {_fmt(w.initial)} | {_fmt(w.alone)} | {_fmt(w.federated)} |")
+        cells = " | ".join(figure(v, ".4f") for v in (w.initial, w.alone, w.federated))
+        lines.append(f"| {w.name} | {w.held_out} | {cells} |")
     for weighted, label in ((False, "mean"), (True, "weighted mean")):
-        values = " | ".join(_fmt(comparison.mean(m, weighted)) for m in ("initial", "alone", "federated"))
+        values = " | ".join(figure(comparison.mean(m, weighted), ".4f") for m in ("initial", "alone", "federated"))
         lines.append(f"| **{label}** | | {values} |")
     return "\n".join(lines) + "\n"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _toml_value(value: Any) -> int | float | str:

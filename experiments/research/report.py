@@ -27,6 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments.formatting import figure
 from federated import json_numbers
 
 CELL_METRICS = "metrics.json"
@@ -267,14 +268,14 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
         "|---|---|---|---|---|---|---|",
     ]
     for g in groups:
-        lines.append(f"| {g.dataset} | {g.dp_mode} | {_eps(g.target_epsilon)} | {len(g.accuracies)} | "
-                     f"{g.mean:.4f} ± {g.spread:.4f} | {_eps(g.epsilon_local)} | "
-                     f"{'—' if g.epsilon_central is None else _eps(g.epsilon_central)} |")
+        lines.append(f"| {g.dataset} | {g.dp_mode} | {figure(g.target_epsilon)} | {len(g.accuracies)} | "
+                     f"{g.mean:.4f} ± {g.spread:.4f} | {figure(g.epsilon_local)} | "
+                     f"{'—' if g.epsilon_central is None else figure(g.epsilon_central)} |")
     lines += _audit_section(cells)
     lines += ["", "## Utility ordering (no DP first, then decreasing ε; tolerance: the two groups' sd added)", ""]
     for high, low, holds in ordering(groups):
-        lines.append(f"- {high.dataset}, {low.dp_mode}: ε={_eps(high.target_epsilon)} ({high.mean:.4f}) ≥ "
-                     f"ε={_eps(low.target_epsilon)} ({low.mean:.4f}): {'holds' if holds else 'does NOT hold'}")
+        lines.append(f"- {high.dataset}, {low.dp_mode}: ε={figure(high.target_epsilon)} ({high.mean:.4f}) ≥ "
+                     f"ε={figure(low.target_epsilon)} ({low.mean:.4f}): {'holds' if holds else 'does NOT hold'}")
     lines += ["", "## Mechanisms, neighbouring relations, accountants", ""]
     for mode in MECHANISMS:
         if any(c["cell"]["dp_mode"] == mode for c in cells):
@@ -315,7 +316,7 @@ def _violations(cells: list[dict[str, Any]]) -> list[str]:
             lines += [f"> **PRIVACY AUDIT FAILED — a bug, or a {1 - confidence:.0%} chance; rerun to tell.** Cell "
                       f"`{cell['cell']['id']}`: the one-run empirical lower bound ε ≥ "
                       f"{audit['one_run']['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence exceeds the "
-                      f"claimed ε = {_eps(audit['claimed_epsilon'])} ({audit['claimed_basis']}). Either the mechanism "
+                      f"claimed ε = {figure(audit['claimed_epsilon'])} ({audit['claimed_basis']}). Either the mechanism "
                       f"or its accounting is wrong, or this is the {1 - confidence:.0%} chance per cell that a "
                       f"correct claim is exceeded; rerun the cell with another seed (a bug tends to repeat, chance "
                       f"rarely does). Until then, trust no ε of this run.", ""]
@@ -352,7 +353,7 @@ def _audit_section(cells: list[dict[str, Any]]) -> list[str]:
                                              f"{one_run['guesses']} of {one_run['canaries']}, "
                                              f"{one_run['confidence']:.0%})")
         check = "**FAILED (bug or chance)**" if audit["violation"] else ("bound ≤ claim" if one_run else "—")
-        lines.append(f"| {cell['cell']['id']} | {cell['cell']['dp_mode']} | {_eps(audit['claimed_epsilon'])} | "
+        lines.append(f"| {cell['cell']['id']} | {cell['cell']['dp_mode']} | {figure(audit['claimed_epsilon'])} | "
                      f"{bound} | " + " | ".join(f"{e['bits']:.2f}" for e in audit["exposure"]) + f" | {check} |")
     return lines
 
@@ -373,8 +374,8 @@ def _cell_row(cell: dict[str, Any]) -> str:
         mechanism += f"; held opted out: {', '.join(cell['opted_out'])}"
     central_text = "—" if central is None else (f"z {central['noise_multiplier']:.3f}, C {central['clipping_norm']:g}, "
                                                 f"{central['releases']}")
-    central_eps = "—" if central is None else _eps(cell["epsilon"]["central"])
-    return (f"| {c['id']} | {mechanism} | {local} | {central_text} | {_eps(cell['epsilon']['local'])} | "
+    central_eps = "—" if central is None else figure(cell["epsilon"]["central"])
+    return (f"| {c['id']} | {mechanism} | {local} | {central_text} | {figure(cell['epsilon']['local'])} | "
             f"{central_eps} | {cell['rounds'][-1]['eval_accuracy']:.4f} | {cell['seconds']:.0f} |")
 
 
@@ -382,10 +383,6 @@ def _rates(cells: list[dict[str, Any]]) -> str:
     """The sampling rate(s) the cells ran with, from their run configs."""
     rates = sorted({float(c["run_config"]["sample-rate"]) for c in cells if "sample-rate" in c["run_config"]})
     return ", ".join(format(q, "g") for q in rates) or "?"
-
-
-def _eps(value: float) -> str:
-    return "∞" if math.isinf(value) else f"{value:.3f}"
 
 
 def _text(value: float) -> str | float:
