@@ -40,6 +40,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -61,6 +62,16 @@ clipped and noised one (``server.central_dp.CentralDP``)."""
 UNAVAILABLE = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.NODE_UNAVAILABLE)
 """Error codes of the replies Flower's SuperLink makes for a node that did not answer (missed heartbeats, expired
 message or reply)."""
+
+
+@dataclass(frozen=True)
+class TrainingRound:
+    """A round's train exchange as sent: the global model, the sampled nodes, and the messages (with the ids
+    the grid gave them, which the replies name)."""
+
+    sent: ArrayRecord
+    sampled: list[int]
+    messages: list[Message] = field(default_factory=list)
 
 
 class ConsentAwareFedAvg(FedAvg):
@@ -87,9 +98,7 @@ class ConsentAwareFedAvg(FedAvg):
         # A stream of its own, so that sampling evaluators leaves the training cohorts of a seed unchanged.
         self._evaluate_rng = random.Random(f"{seed}:evaluate")
         self._answers: dict[int, dict[int, str]] = {}
-        self._sent: dict[int, ArrayRecord] = {}
-        self._sampled: dict[int, list[int]] = {}
-        self._train_messages: dict[int, list[Message]] = {}
+        self._training: dict[int, TrainingRound] = {}  # round -> what was sent, until its replies are aggregated
         self._asked_ahead: dict[int, list[Message]] = {}  # round -> its queries sent in the previous evaluate exchange
 
     def consent_answers(self, server_round: int, grid: Grid) -> dict[int, str]:
@@ -138,11 +147,10 @@ class ConsentAwareFedAvg(FedAvg):
         self._skip_all(server_round, refused + [(n, "not-sampled") for n in sorted(set(eligible) - set(sampled))])
         log.info("round %d: training on %d of %d eligible node(s)", server_round, size, len(eligible))
         config["server-round"] = server_round
-        self._sent[server_round] = arrays
-        self._sampled[server_round] = sampled
         # Kept until the replies are in: the grid gives each message its id when it pushes it.
-        self._train_messages[server_round] = self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
-        return self._train_messages[server_round]
+        messages = self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
+        self._training[server_round] = TrainingRound(arrays, sampled, messages)
+        return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -172,11 +180,12 @@ class ConsentAwareFedAvg(FedAvg):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         round_record = self.record.round(server_round)
-        sent = self._sent.pop(server_round, None)
-        if sent is None:  # nothing was sent this round (too few eligible nodes)
+        training = self._training.pop(server_round, None)
+        if training is None:  # nothing was sent this round (too few eligible nodes)
             return None, None
+        sent = training.sent
         accepted = []
-        node_of = _node_of_reply(self._train_messages.pop(server_round, []))
+        node_of = _node_of_reply(training.messages)
         replied = set()
         for reply in replies:
             node_id = node_of(reply)
@@ -196,7 +205,7 @@ class ConsentAwareFedAvg(FedAvg):
             size, digest = fingerprint(reply.content["arrays"])
             self._audit("release-received", round=server_round, node=node_id, bytes=size, sha256=digest,
                         l2_norm=update_norm(reply.content["arrays"], sent))
-        for node_id in self._sampled.pop(server_round, []):
+        for node_id in training.sampled:
             if node_id not in replied:
                 self._skip(server_round, node_id, "no-reply")
         if len(accepted) < self.min_train_nodes:
