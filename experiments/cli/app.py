@@ -17,6 +17,7 @@ from experiments.cli.irc import irc
 from experiments.cli.model import complete, evaluate
 from experiments.cli.operator import audit_app, consent_app, ledger_app, policy_app
 from experiments.cli.privacy import privacy_app
+from experiments.cli.report import report
 from experiments.cli.sweep import sweep
 from experiments.cli.threads import apply_thread_defaults
 from federated.data import SyntheticSpec
@@ -32,6 +33,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
 app.command()(sweep)
 app.command()(irc)
+app.command()(report)
 app.command()(complete)
 app.command()(evaluate)
 add_deploy_commands(app)

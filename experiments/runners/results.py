@@ -34,6 +34,9 @@ def load_metrics(run_dir: Path) -> dict[str, Any]:
     return json_numbers.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
 
 
+_LOSS_UNIT = {"nextchar": "nats per byte"}
+
+
 def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
     """Held-out accuracy and loss of the global model per round (round 0: the initial model).
 
@@ -42,12 +45,14 @@ def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
     are left out.
     """
     rounds = [r for r in node_local(metrics)["rounds"] if r["eval-accuracy"] is not None]
+    task = metrics.get("config", {}).get("task", "nextchar")
     xs = [r["round"] for r in rounds]
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(9, 3.5))
     acc.plot(xs, [r["eval-accuracy"] for r in rounds], marker="o")
-    acc.set(xlabel="round", ylabel="next-char accuracy", title="Held-out accuracy (node-local)")
+    acc.set(xlabel="round", ylabel="accuracy", title="Held-out accuracy (node-local)")
     loss.plot(xs, [r["eval-loss"] for r in rounds], marker="o", color="tab:red")
-    loss.set(xlabel="round", ylabel="cross-entropy (nats/char)", title="Held-out loss (node-local)")
+    loss.set(xlabel="round", ylabel=f"cross-entropy ({_LOSS_UNIT.get(task, 'nats per sample')})",
+             title="Held-out loss (node-local)")
     for ax in (acc, loss):
         ax.grid(alpha=0.3)
         ax.set_xticks(xs)
