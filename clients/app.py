@@ -41,7 +41,7 @@ from clients.round_plan import plan_round
 from clients.train_config import parse_train_config
 from clients.workspace_node import WorkspaceNode
 from federated.audit import AuditError, fingerprint, update_norm
-from federated.config import RunConfig
+from federated.config import CENTRAL_MODES, RunConfig
 from federated.errors import BudgetError, OptinError
 from federated.limits import cut
 from federated.privacy.policy import Policy
@@ -124,7 +124,8 @@ def train(msg: Message, context: Context) -> Message:
                 sample_rate=outcome.sample_rate, noise_multiplier=plan.settings.noise_multiplier,
                 max_grad_norm=plan.settings.max_grad_norm, epsilon_total=release.epsilon_total,
                 delta=policy.delta, privacy_unit=policy.privacy_unit, private=node.private,
-                kept_local={"train_loss": outcome.mean_loss, "zeroed_gradients": outcome.dropped_samples})
+                kept_local={"train_loss": outcome.mean_loss, "zeroed_gradients": outcome.dropped_samples},
+                **_central_claim(config))
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
     log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f; lifetime ε=%.3f (δ=%g)%s", node.name,
@@ -165,6 +166,15 @@ def evaluate(msg: Message, context: Context) -> Message:
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
     return Message(RecordDict({"metrics": MetricRecord({})}), reply_to=msg)
+
+
+def _central_claim(config: RunConfig) -> dict[str, object]:
+    """The central DP the run says the server adds (``optin ledger show`` reports its ε); the node cannot check
+    that the server really adds it, so the ledger never counts it."""
+    if config.dp_mode not in CENTRAL_MODES:
+        return {}
+    return {"central": {"noise_multiplier": config.central_noise_multiplier,
+                        "clipping_norm": config.central_clipping_norm, "delta": config.central_delta}}
 
 
 def _configured(msg: Message, context: Context) -> tuple[WorkspaceNode, RunConfig] | Message:

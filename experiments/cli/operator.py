@@ -16,8 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from experiments.cli.common import console, fail
+from experiments.formatting import figure
 from federated.audit import AUDIT_FILE, read_entries, repair, verify
 from federated.errors import OptinError
+from federated.privacy.central_claim import central_claim
 from federated.privacy.policy import (
     POLICY_FILE,
     PRIVACY_UNITS,
@@ -171,8 +173,9 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         table.add_row(run_id, str(len(items)), round_ranges(rounds), units, str(sum(r.steps for r in items)),
                       f"{items[-1].epsilon_total:.3f}")
     console.print(table)
-    budget = f" of {policy.max_epsilon:g}; remaining {max(0.0, policy.max_epsilon - spent):.3f}" if policy else ""
-    console.print(f"spent ε = {spent:.3f}{budget}")
+    budget = f" of {figure(policy.max_epsilon, 'g')}; remaining {figure(max(0.0, policy.max_epsilon - spent))}" \
+        if policy else ""
+    console.print(f"spent ε = {figure(spent)}{budget}", highlight=False)
     try:
         audited = audit_releases(workspace / AUDIT_FILE)
         match_releases(path, releases, workspace / AUDIT_FILE, audited)
@@ -181,6 +184,12 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         raise typer.Exit(1) from exc
     console.print(f"agrees with {AUDIT_FILE}: its {len(audited)} release(s) match ledger rows in order",
                   highlight=False)
+    claim = central_claim(read_entries(workspace / AUDIT_FILE), delta) if audited else None
+    if claim is not None:
+        console.print(f"central DP, as the runs stated it: ε = {figure(claim.epsilon)} at δ={claim.delta:g} over "
+                      f"{claim.releases} round(s) this workspace trained in (workspace-level; holds only if the "
+                      "server added the noise, which this node cannot check; not counted in the budget)",
+                      highlight=False, markup=False)
 
 
 def round_ranges(rounds: list[int]) -> str:

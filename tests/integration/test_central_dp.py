@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Context, Message
+from typer.testing import CliRunner
 
 from clients.app import app as client_app
+from experiments.cli.app import app
 from experiments.runners.in_process import make_synthetic_federation, run_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
@@ -109,6 +111,13 @@ def test_central_only_dp_trains_without_local_noise(tmp_path: Path) -> None:
     privacy = json.loads((tmp_path / "results" / CARD_FILE).read_text())["privacy"]
     assert privacy["central"]["epsilon"] == epsilon([(1.0, 1.0, 2)], CONFIG.central_delta)
     assert privacy["central"]["delta"] == CONFIG.central_delta and "local" not in privacy
+    # Where the workspace's operator looks: the ledger spends ∞ (no local noise) and shows the central claim.
+    shown = CliRunner().invoke(app, ["ledger", "show", "-w", str(folders[0])], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "spent ε = ∞ of ∞" in shown.output
+    claimed = epsilon([(1.0, 1.0, 2)], Policy().delta)
+    assert f"central DP, as the runs stated it: ε = {claimed:.3f} at δ={Policy().delta:g} over 2 round(s)" \
+        in " ".join(shown.output.split())
 
 
 @pytest.mark.parametrize("overrides, fragment", [
