@@ -28,7 +28,7 @@ def sweep(
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """
-    from experiments.research.report import load_cells, summarize
+    from experiments.research.report import central_drowned, load_cells, summarize
     from experiments.research.sweep import load_and_run
 
     try:
@@ -49,4 +49,9 @@ def sweep(
                   f"{outcome.seconds:.0f} s.", highlight=False)
     console.print(f"Results: {outcome.run_dir}  (report.md, results.csv, plots/, cells/*/metrics.json)",
                   soft_wrap=True, highlight=False)
-    exit_if_audit_failed(load_cells(outcome.run_dir))
+    cells = load_cells(outcome.run_dir)
+    for cell, ratio in central_drowned(cells):
+        console.print(f"warning: cell {cell}: central DP noise outweighed the update it carried (signal/noise "
+                      f"{ratio:.2g}); the model is mostly noise (report.md)", style="yellow", highlight=False,
+                      markup=False)
+    exit_if_audit_failed(cells)

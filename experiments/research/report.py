@@ -245,7 +245,7 @@ def plot_accuracy_vs_round(cells: list[dict[str, Any]], path: Path) -> Path:
 def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], groups: list[Group]) -> str:
     """The report: results per group, the ordering check, each mechanism, and every cell with its mechanism."""
     first = cells[0]["sweep"]
-    lines = [f"# {title}", "", *_violations(cells)]
+    lines = [f"# {title}", "", *_violations(cells), *_drowned(cells)]
     lines += [
         f"Sweep file: `{sweep_file}`. {len(cells)} cells; run mode `{first['run_mode']}`; accountant "
         f"`{first['accountant']}` (calibration and the ε below); δ = {first['delta']:g} for every ε. Cells ran for "
@@ -304,6 +304,28 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
 def audit_failures(cells: list[dict[str, Any]]) -> list[str]:
     """Cells whose empirical ε lower bound exceeds their claimed ε (a bug, or a 1 − confidence chance)."""
     return [c["cell"]["id"] for c in cells if c.get("audit") and c["audit"]["violation"]]
+
+
+def central_drowned(cells: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(cell id, lowest signal-to-noise) of every cell whose central DP noise outweighed some round's update."""
+    found = []
+    for cell in cells:
+        ratios = (cell.get("central") or {}).get("signal_to_noise") or []
+        if ratios and min(ratios) < 1:
+            found.append((cell["cell"]["id"], min(ratios)))
+    return found
+
+
+def _drowned(cells: list[dict[str, Any]]) -> list[str]:
+    """A warning for cells whose central DP noise was larger than the average update it carried."""
+    found = central_drowned(cells)
+    if not found:
+        return []
+    shown = ", ".join(f"`{cell}` ({ratio:.2g})" for cell, ratio in found)
+    return [f"> **Central DP noise drowned the model** in {len(found)} cell(s): {shown} (lowest ratio of the "
+            "clipped average update's norm to the expected noise norm; below 1 the released model is mostly "
+            "noise, and accuracy there says little about the method). Workspace-level central DP needs many "
+            "workspaces per round; see docs/experiments.md.", ""]
 
 
 def _violations(cells: list[dict[str, Any]]) -> list[str]:

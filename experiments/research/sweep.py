@@ -171,7 +171,9 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
                    "epsilon_calibrated": plan.central.epsilon,
                    "epsilon_server_rdp": released[-1]["central-epsilon"] if released else 0.0,
                    "epsilon": epsilon([(plan.central.noise_multiplier, 1.0, count)], delta, accountant) if count
-                   else 0.0}
+                   else 0.0,
+                   # Below 1, the noise outweighs the update it carries (server.central_dp): the report warns.
+                   "signal_to_noise": [float(m["central-signal-to-noise"]) for m in released]}
     return {
         "cell": {"id": plan.cell.id, "dataset": plan.cell.dataset, "dp_mode": plan.cell.dp_mode,
                  "privacy_unit": plan.cell.privacy_unit, "target_epsilon": plan.cell.target_epsilon,
