@@ -62,7 +62,7 @@ def query(msg: Message, context: Context) -> Message:
     node, config = opened
     decision = node.consent(config)
     answer = {"consent": decision.consent, "reason": decision.reason, "can-afford": False,
-              "remaining-epsilon": 0.0}
+              "remaining-epsilon": 0.0, "label": decision.policy.label if decision.policy is not None else ""}
     if decision.consent and decision.policy is not None:
         policy = decision.policy
         try:

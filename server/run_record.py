@@ -31,6 +31,8 @@ class RunRecord:
 
     config: dict[str, Any]
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)
+    """Node id -> the label its operator chose to share (the policy's ``label``); nodes without one are absent."""
 
     def round(self, server_round: int) -> RoundRecord:
         return self.rounds.setdefault(server_round, RoundRecord())
@@ -43,6 +45,8 @@ class RunRecord:
             for node_id, reason in record.consent.items():
                 entry = summary.setdefault(node_id, {"rounds_joined": 0, "epsilon": 0.0, "delta": None})
                 entry["consent"] = reason
+                if node_id in self.labels:
+                    entry["label"] = self.labels[node_id]
             for node_id, metrics in record.trained.items():
                 entry = summary[node_id]
                 entry["rounds_joined"] += 1

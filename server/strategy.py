@@ -49,7 +49,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from federated.audit import AuditLog, fingerprint, update_norm
-from federated.protocol import CONSENT_FIELDS, CONSENT_KEY, REASON_CODE, REFUSAL_REASON
+from federated.protocol import CONSENT_FIELDS, CONSENT_KEY, LABEL, REASON_CODE, REFUSAL_REASON
 from server.reply_check import check_evaluate_reply, check_train_reply
 from server.run_record import RunRecord
 
@@ -128,6 +128,10 @@ class ConsentAwareFedAvg(FedAvg):
         answered = {node_of(reply): reply for reply in replies}
         answers = {(node := m.metadata.dst_node_id): _consent_reason(answered.get(node)) for m in queries}
         self.record.round(server_round).consent.update(answers)
+        # A label counts only in a well-formed answer (bad-answer ones are never read further).
+        self.record.labels.update({node: str(reply.content[CONSENT_KEY]["label"]) for node, reply in answered.items()
+                                   if answers.get(node) not in (None, "bad-answer", "query-error")
+                                   and reply.content[CONSENT_KEY]["label"]})
         self._audit_all([("consent", {"round": server_round, "node": node_id, "reason": reason})
                          for node_id, reason in answers.items()])
         self._answers.setdefault(server_round, {}).update(answers)
@@ -299,7 +303,7 @@ def _consent_reason(reply: Message | None) -> str:
     answer = reply.content.get(CONSENT_KEY)
     if not isinstance(answer, ConfigRecord) or set(answer) != set(CONSENT_FIELDS) or not all(
             isinstance(answer[k], kind) for k, kind in CONSENT_FIELDS.items()) or not REASON_CODE.fullmatch(
-            answer["reason"]):
+            answer["reason"]) or not LABEL.fullmatch(answer["label"]):
         return "bad-answer"
     if answer["consent"]:
         return "consent-on" if answer["can-afford"] else "budget-exhausted"

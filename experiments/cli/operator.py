@@ -75,6 +75,12 @@ def policy_init(
     delta: float = typer.Option(1e-5, help="δ of the lifetime budget."),
     privacy_unit: str = typer.Option("message", help=f"One of {', '.join(PRIVACY_UNITS)}."),
     held_out_fraction: float = typer.Option(0.2, help="Share of messages held out for evaluation, in (0, 1)."),
+    noise_multiplier: float = typer.Option(0.0, help="Least DP-SGD noise multiplier this node trains with, "
+                                                     "whatever the server asks (0: the server's)."),
+    max_messages_per_member: int = typer.Option(8, help="Most messages in one DP sample with --privacy-unit "
+                                                        "member."),
+    label: str = typer.Option("", help="A name for this workspace sent with every consent answer, so the "
+                                       "federation's results can name it (empty: none is sent)."),
     force: bool = typer.Option(False, help="Replace an existing policy file."),
 ) -> None:
     """Write a policy file with every field explicit; consent stays off until `optin consent on`.
@@ -86,7 +92,9 @@ def policy_init(
         fail(f"{path}: already exists (use --force to replace it)")
     try:
         policy = parse_policy({"max_epsilon": max_epsilon, "delta": delta, "privacy_unit": privacy_unit,
-                               "held_out_fraction": held_out_fraction}, "command line")
+                               "held_out_fraction": held_out_fraction, "noise_multiplier": noise_multiplier,
+                               "max_messages_per_member": max_messages_per_member, "label": label},
+                              "command line")
     except OptinError as exc:
         fail(exc)
     workspace.mkdir(parents=True, exist_ok=True)

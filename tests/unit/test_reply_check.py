@@ -105,7 +105,8 @@ def test_a_node_cannot_fill_the_servers_records_with_text() -> None:
     """The attack: a 5 MB consent reason or error text became a 30 MB audit log and metrics.json. Only reason
     codes are recorded; anything else is a bad answer or a malformed error."""
     huge = "x" * 5_000_000
-    answer = ConfigRecord({"consent": False, "reason": huge, "can-afford": False, "remaining-epsilon": 0.0})
+    answer = ConfigRecord({"consent": False, "reason": huge, "can-afford": False, "remaining-epsilon": 0.0,
+                           "label": ""})
     query = Message(RecordDict(), 5, "query")
     assert _consent_reason(Message(RecordDict({"consent": answer}), reply_to=query)) == "bad-answer"
     answer["reason"] = "consent-off"
