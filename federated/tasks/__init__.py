@@ -2,5 +2,6 @@
 
 from federated.tasks.base import Task, TextScorer, get_task
 from federated.tasks.nextchar import NextCharTask
+from federated.tasks.reply import ReplyTask
 
-__all__ = ["Task", "TextScorer", "get_task", "NextCharTask"]
+__all__ = ["Task", "TextScorer", "get_task", "NextCharTask", "ReplyTask"]

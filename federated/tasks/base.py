@@ -64,8 +64,9 @@ class TextScorer(Protocol):
 def get_task(name: str, seq_len: int = 64) -> Task:
     """The task registered under ``name``; a ``ConfigError`` lists the known ones otherwise."""
     from federated.tasks.nextchar import NextCharTask
+    from federated.tasks.reply import ReplyTask
 
-    tasks = {"nextchar": lambda: NextCharTask(seq_len=seq_len)}
+    tasks = {"nextchar": lambda: NextCharTask(seq_len=seq_len), "reply": lambda: ReplyTask(seq_len=seq_len)}
     if name not in tasks:
         raise ConfigError(f"task: unknown task {name!r}; expected one of {sorted(tasks)}")
     return tasks[name]()

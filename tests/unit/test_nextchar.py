@@ -1,6 +1,7 @@
 import torch
 from opacus.validators import ModuleValidator
 
+from federated.data import ChatMessage
 from federated.tasks import get_task
 from federated.tasks.nextchar import BOS, IGNORE, PAD
 
@@ -44,3 +45,13 @@ def test_evaluate_reports_accuracy_in_unit_interval() -> None:
     task = get_task("nextchar", seq_len=16)
     metrics = task.evaluate(task.build_model(seed=0), task.encode_texts(["hello there", "general kenobi"]))
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
+
+
+def test_messages_encode_by_their_text_alone() -> None:
+    task = get_task("nextchar", seq_len=16)
+    plain = ChatMessage("1.000001", "U1", "general", "hello there")
+    reply = ChatMessage("2.000001", "U2", "random", "general kenobi", thread_ts="1.000001")
+    pairs = ((task.encode([plain, reply]), task.encode_texts([plain.text, reply.text])),
+             (task.encode_groups([[plain, reply]], 2), task.encode_text_groups([[plain.text, reply.text]], 2)))
+    for got, expected in pairs:
+        assert all(torch.equal(a, b) for a, b in zip(got.tensors, expected.tensors))
