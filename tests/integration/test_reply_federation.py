@@ -6,10 +6,14 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 
 from experiments.runners.in_process import make_synthetic_federation, run_federation
+from experiments.runners.local_evaluation import evaluate_locally
 from federated.audit import AUDIT_FILE, read_entries
 from federated.data import SyntheticSpec
+from federated.errors import ConfigError
 from federated.privacy.ledger import LEDGER_FILE, Ledger
 from federated.privacy.policy import Policy, Scope, write_policy
 from federated.tasks.model_file import load_model
@@ -25,7 +29,10 @@ def test_a_dp_run_of_the_reply_task_releases_and_keeps_its_metrics_on_the_nodes(
     config = replace(SMALL_CONFIG, task="reply", num_rounds=2, local_steps=6, results_dir=str(tmp_path / "run"))
     run_federation(folders, config)
 
-    assert load_model(tmp_path / "run").card["task"] == "reply"
+    loaded = load_model(tmp_path / "run")
+    assert loaded.card["task"] == "reply"
+    with pytest.raises(ConfigError, match="next-character models"):  # byte n-gram baselines mean nothing here
+        evaluate_locally(loaded, folders[0])
     assert not (nextchar_only / LEDGER_FILE).exists()  # its scope does not allow the reply task
     for folder in folders[:2]:
         with Ledger(folder / LEDGER_FILE) as ledger:
