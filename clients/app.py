@@ -145,7 +145,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Loss and next-character accuracy of the received model on this workspace's held-out split, kept on the node.
+    """The task's metrics (loss, accuracy, ...) of the received model on this workspace's held-out split, kept on
+    the node.
 
     The result goes to the workspace's audit log (``evaluation`` entry, ``kept_local``) for its operator; the
     reply carries no metrics, since a noiseless evaluation is outside every ε.
@@ -156,13 +157,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     node, config, policy = opened
     try:
         task = get_task(config.task, config.seq_len)
-        data = task.encode(node.held_out_texts(config, policy))
+        data = task.encode(node.held_out_messages(config, policy))
         model = task.build_model(config.seed)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         result = task.evaluate(model, data)
         node.audit().append("evaluation", run_id=str(context.run_id), round=msg.metadata.group_id, sent=[],
-                            kept_local={"loss": result["loss"], "accuracy": result["accuracy"],
-                                        "held_out": len(data)})
+                            kept_local={**result, "held_out": len(data)})
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
     return Message(RecordDict({"metrics": MetricRecord({})}), reply_to=msg)

@@ -174,9 +174,9 @@ def main(
     apply_threads(threads)
 
     task = NextCharTask(seq_len=64)
-    texts = generate_workspace(0, SyntheticSpec(num_workspaces=1, seed=seed, min_messages=400,
-                                                max_messages=400)).texts
-    data = task.encode(texts)
+    messages = generate_workspace(0, SyntheticSpec(num_workspaces=1, seed=seed, min_messages=400,
+                                                   max_messages=400)).messages
+    data = task.encode(messages)
     batch = (data.tensors[0][:batch_size], data.tensors[1][:batch_size])
     node_mode = grad_sample_mode(task.build_model(seed))
     print(header("DP overhead: one DP-SGD step vs one non-private step",

@@ -180,7 +180,7 @@ def node_inputs(folder: Path, task: Task, config: RunConfig, seed: int) -> NodeI
     requested = DPSGDSettings(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
                               sample_rate=config.sample_rate, expected_batch_size=config.batch_size,
                               local_steps=config.local_steps, lr=config.lr)
-    return NodeInputs(node.training_samples(task, config, policy), task.encode(node.held_out_texts(config, policy)),
+    return NodeInputs(node.training_samples(task, config, policy), task.encode(node.held_out_messages(config, policy)),
                       stricter(requested, policy), node)
 
 

@@ -60,15 +60,20 @@ def demo(
     noise_multiplier: float = typer.Option(1.0, help="Gaussian noise std / clipping norm."),
     seed: int = typer.Option(0, help="Seed of the data, model and sampling."),
     results: Path = typer.Option(Path("results"), help="Folder under which the run folder is created."),
+    task: str = typer.Option("nextchar", help="What to learn (docs/tasks.md): 'nextchar' (the next character of "
+                                              "a message) or 'reply' (whether a message is a thread reply)."),
 ) -> None:
     """Train on built-in synthetic workspaces in process and print per-round and per-workspace tables.
 
     Example: optin demo --workspaces 8 --opted-out 2 --rounds 5
     """
     from experiments.runners.demo import DEMO_CONFIG, print_demo, run_demo
+    from federated.tasks import get_task
 
     try:
-        config = replace(DEMO_CONFIG, num_rounds=rounds, local_steps=local_steps, noise_multiplier=noise_multiplier)
+        get_task(task)  # an unknown task fails here, before any workspace is generated
+        config = replace(DEMO_CONFIG, num_rounds=rounds, local_steps=local_steps, noise_multiplier=noise_multiplier,
+                         task=task)
         result = run_demo(results, SyntheticSpec(num_workspaces=workspaces, seed=seed), opted_out, config, console)
     except (OptinError, ValueError) as exc:
         fail(exc)

@@ -38,6 +38,7 @@ from federated.errors import ConfigError, DataError
 from federated.privacy.accounting import ACCOUNTANTS
 from federated.privacy.canaries import CanaryFormat
 from federated.privacy.policy import PRIVACY_UNITS
+from federated.tasks import TextScorer, get_task
 
 FINITE_MODES = ("local", "central", "both")
 RUN_MODES = ("inprocess", "flower-sim")
@@ -361,7 +362,11 @@ def parse_sweep(raw: dict[str, Any], source: Path) -> SweepConfig:
 
 
 def parse_audit(source: Path, table: dict[str, Any], run: RunConfig) -> AuditSpec:
-    """The ``[audit]`` table as an ``AuditSpec``; its canaries must fit in ``run``'s ``seq-len``."""
+    """The ``[audit]`` table as an ``AuditSpec``; its canaries must fit in ``run``'s ``seq-len``, and ``run``'s task
+    must score texts (canaries are ranked by their likelihood under the model)."""
+    if not isinstance(get_task(run.task, run.seq_len), TextScorer):
+        _fail(source, "run.task", run.task, "a task that scores texts by likelihood ('nextchar') with an [audit] "
+                                            "table")
     audit = validate_table(_AuditTable, table, source, "audit.")
     canary_format = CanaryFormat(audit.template, audit.alphabet, audit.length, audit.separator)
     one_run = audit.one_run_canaries

@@ -114,7 +114,9 @@ def print_demo(result: DemoResult, console: Console) -> None:
                   "every workspace); nodes send none of them to the server.", soft_wrap=True)
     console.print(f"Results: {result.run_dir}  (metrics.json, audit.jsonl, config.toml, run.log, plots/accuracy.png, "
                   "model.safetensors + model.json: the final global model)", soft_wrap=True)
-    console.print(f"Try it: optin complete {result.run_dir} --prefix \"see you \"", soft_wrap=True, highlight=False)
+    if result.metrics["config"]["task"] == "nextchar":  # completion needs a next-character model
+        console.print(f"Try it: optin complete {result.run_dir} --prefix \"see you \"", soft_wrap=True,
+                      highlight=False)
 
 
 def _last_evaluation(rounds: dict[int, dict[str, Any]]) -> dict[str, Any] | None:

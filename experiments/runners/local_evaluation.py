@@ -13,7 +13,8 @@ answers to a run's ``evaluate`` message (keyed by run and round, read back into 
 figures), which a local evaluation is not. The one file it may create is ``node.secret``, on a workspace
 whose node never read its data: the node creates the same file on first use, and it keys the split.
 Without ``policy.toml`` the policy's defaults (``held_out_fraction`` 0.2) apply; a malformed one is a
-``PolicyError``.
+``PolicyError``. Only next-character models are scored here (the baselines are byte n-grams); another task's
+model is a ``ConfigError``, its node-local figures are in the audit log's ``evaluation`` entries.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from pathlib import Path
 
 from clients.workspace_cache import load_split
 from clients.workspace_node import DATA_FOLDER, WorkspaceNode
-from federated.errors import DataError
+from federated.errors import ConfigError, DataError
 from federated.privacy.node_secret import SECRET_FILE
 from federated.privacy.policy import POLICY_FILE, Policy, read_policy
 from federated.tasks.baselines import ngram_baselines
 from federated.tasks.completion import BYTE_VALUES
 from federated.tasks.model_file import LoadedModel
-from federated.tasks.nextchar import VOCAB_SIZE
+from federated.tasks.nextchar import VOCAB_SIZE, NextCharTask
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class LocalEvaluation:
 def evaluate_locally(loaded: LoadedModel, folder: Path) -> LocalEvaluation:
     """Score ``loaded`` and the baselines on ``folder``'s held-out split; ``DataError`` if it has none."""
     folder = Path(folder)
+    task = loaded.task
+    if not isinstance(task, NextCharTask):
+        raise ConfigError(f"task {task.name!r}: local evaluation scores next-character models against byte n-gram "
+                          "baselines; this model's held-out figures are in the audit log's evaluation entries")
     if not (folder / DATA_FOLDER).is_dir():
         raise DataError(f"{folder}: no {DATA_FOLDER}/ folder; expected a workspace folder (policy.toml, data/, ...)")
     policy_path = folder / POLICY_FILE
@@ -60,10 +65,9 @@ def evaluate_locally(loaded: LoadedModel, folder: Path) -> LocalEvaluation:
     if not held_out:
         raise DataError(f"{folder}: no held-out messages (held_out_fraction {policy.held_out_fraction}); "
                         "nothing to evaluate on")
-    task = loaded.task
-    held_out_data = task.encode([m.text for m in held_out])
+    held_out_data = task.encode(held_out)
     scores = {"model": task.evaluate(loaded.model, held_out_data)}
-    scores.update(ngram_baselines(task.encode([m.text for m in train]), held_out_data, contexts=VOCAB_SIZE,
+    scores.update(ngram_baselines(task.encode(train), held_out_data, contexts=VOCAB_SIZE,
                                   outputs=BYTE_VALUES))
     predicted = int((held_out_data.tensors[1] >= 0).sum())
     return LocalEvaluation(folder, len(held_out), predicted, policy.held_out_fraction, policy_found, secret_created,

@@ -137,7 +137,7 @@ def _memorize(texts: list[str], run: RunConfig) -> ArrayRecord:
     task = NextCharTask(seq_len=run.seq_len)
     model = task.build_model(run.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    inputs, targets = task.encode(texts).tensors
+    inputs, targets = task.encode_texts(texts).tensors
     for _ in range(150):
         optimizer.zero_grad()
         task.loss(model(inputs), targets).backward()

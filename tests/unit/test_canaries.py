@@ -108,7 +108,7 @@ def test_canaries_join_only_the_training_split_in_memory(small_federation) -> No
     assert len(node.training_samples(task, config, policy)) == len(plain.training_samples(task, config, policy)) + 3
     member = Policy(consent=True, privacy_unit="member", max_messages_per_member=2)
     assert len(node.training_samples(task, config, member)) == len(plain.training_samples(task, config, member)) + 3
-    assert node.held_out_texts(config, policy) == plain.held_out_texts(config, policy)
+    assert _held_texts(node, config, policy) == _held_texts(plain, config, policy)
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files_before
     assert CANARY_CHANNEL not in {m.channel for m in plain._split(config, policy)[0]}
     bad = Context(1, 100, {"workspace": str(folder), CANARIES_KEY: "[1, 2]"}, RecordDict(), {})
@@ -122,7 +122,11 @@ def test_score_texts_is_the_summed_next_byte_loss() -> None:
     texts = ["my pin is 1 2 3 4", "hello"]
     scores = task.score_texts(model, texts)
     for text, value in zip(texts, scores):
-        mean_loss = task.evaluate(model, task.encode([text]))["loss"]
+        mean_loss = task.evaluate(model, task.encode_texts([text]))["loss"]
         assert value == pytest.approx(mean_loss * len(text.encode()), rel=1e-5)
     with pytest.raises(ValueError, match="seq_len=32"):
         task.score_texts(model, ["x" * 33])
+
+
+def _held_texts(node: WorkspaceNode, config: RunConfig, policy: Policy) -> list[str]:
+    return [m.text for m in node.held_out_messages(config, policy)]

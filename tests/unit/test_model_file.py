@@ -46,7 +46,7 @@ def test_saved_model_reloads_with_the_same_weights_and_outputs(tmp_path: Path) -
         loaded = load_model(path)
         for name, tensor in model.state_dict().items():
             assert torch.equal(loaded.model.state_dict()[name], tensor), name
-    data = task.encode(["hello there", "a second message"])
+    data = task.encode_texts(["hello there", "a second message"])
     assert task.evaluate(loaded.model, data) == task.evaluate(model, data)
     card = loaded.card
     assert (card["task"], card["seq_len"], card["run_id"]) == ("nextchar", 32, "7")
@@ -146,7 +146,7 @@ def test_render_replaces_invalid_utf8_and_keeps_one_line() -> None:
 
 def test_baselines_fit_the_training_split_and_score_the_held_out_positions() -> None:
     task = NextCharTask(seq_len=8)
-    train, held_out = task.encode(["ab", "ab", "b"]), task.encode(["ab"])
+    train, held_out = task.encode_texts(["ab", "ab", "b"]), task.encode_texts(["ab"])
     scores = ngram_baselines(train, held_out, contexts=258, outputs=256)
     # unigram: a 2 and b 3 of 5 bytes, add-one over 256 values; held-out targets are a then b
     unigram = -(math.log(3 / 261) + math.log(4 / 261)) / 2
