@@ -226,4 +226,8 @@ def audit_model(spec: AuditSpec, plan: CanaryPlan, config: RunConfig, final: Arr
                       "%.3f (%s): a bug in the mechanism or its accounting, or the %.0f%% chance per cell that a "
                       "correct claim is exceeded; rerun with another seed to tell", bound, 100 * spec.confidence,
                       claimed[0], claimed[1], 100 * (1 - spec.confidence))
+        elif math.isinf(claimed[0]) and bound == 0:
+            log.warning("canary audit without power: the one-run bound is 0 even without DP (%d of %d guesses right); "
+                        "at this training a bound of 0 under DP shows nothing. Train each canary more (sample-rate, "
+                        "rounds x local-steps, lr: experiments/configs/audit_canaries.toml)", correct, spec.guesses)
     return result
