@@ -22,8 +22,8 @@ data leak across workspaces"):
   confidence.
 
 Power: the audit shows something only when training can memorise a single message. Its config
-(``experiments/configs/audit_canaries.toml``: each canary sighted about 18 times) gives a no-DP bound of
-about 1.5–2.5; lighter training (about 5 sightings per canary) gave 0 even without DP, and a bound of 0
+(``experiments/configs/audit_canaries.toml``: each canary sighted about 24 times) gave a no-DP bound of
+1.7–3.0; lighter training (about 5 sightings per canary) gave 0 even without DP, and a bound of 0
 proves nothing. With m = 256 and r = 64 the bound cannot exceed about 3, far below the true ε of DP-SGD.
 
 The claimed ε it is compared with, for adding or removing one canary message:

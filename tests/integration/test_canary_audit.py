@@ -87,7 +87,7 @@ def test_without_dp_the_canary_is_exposed_with_dp_it_stays_near_chance(audited: 
 
 
 def test_the_shipped_audit_config_gives_a_positive_bound_and_clear_exposure_without_dp(tmp_path: Path) -> None:
-    """The no-DP cell of experiments/configs/audit_canaries.toml (about 40 s on 1 thread): the audit has power."""
+    """The no-DP cell of experiments/configs/audit_canaries.toml (about 50 s on 1 thread): the audit has power."""
     shipped = (Path(__file__).parents[2] / "experiments/configs/audit_canaries.toml").read_text(encoding="utf-8")
     grid = "target-epsilons = [inf, 8.0, 1.0]"
     assert grid in shipped
@@ -100,10 +100,10 @@ def test_the_shipped_audit_config_gives_a_positive_bound_and_clear_exposure_with
     audit = cell["audit"]
     one_run = audit["one_run"]
     assert (one_run["canaries"], one_run["guesses"]) == (256, 64)
-    # Measured 1.54-2.55 (58-63 of 64 right); 1.0 needs at least 56 right, chance is 32.
-    assert one_run["epsilon_lower_bound"] > 1.0, one_run
+    # Measured 1.68-3.03 (59-64 of 64 right) in six runs; 0.5 needs 47 right, chance is 32.
+    assert one_run["epsilon_lower_bound"] > 0.5, one_run
     bits = {e["copies"]: e["bits"] for e in audit["exposure"]}
-    # Measured 9.9-17.4 bits (8 copies) and 15.9-19.9 (32 copies) of at most 19.93; chance 1.44.
+    # Measured 13.5-18.9 bits (8 copies) and 19.1-19.9 (32 copies) of at most 19.93; chance 1.44.
     assert bits[8] > audit["chance_exposure"] + 5 and bits[32] > 12, audit["exposure"]
     assert not audit["violation"]
 
