@@ -41,8 +41,10 @@ from clients.round_plan import plan_round
 from clients.train_config import parse_train_config
 from clients.workspace_node import WorkspaceNode
 from federated.audit import AuditError, fingerprint, update_norm
-from federated.limits import cut
+from federated.config import CENTRAL_MODES, RunConfig
 from federated.errors import BudgetError, OptinError
+from federated.limits import cut
+from federated.privacy.policy import Policy
 from federated.protocol import CONSENT_KEY, REFUSED_CODE
 from federated.tasks import get_task
 
@@ -54,14 +56,13 @@ app = GuardedClientApp(mods=[egress_check, ingress_check])
 @app.query()
 def query(msg: Message, context: Context) -> Message:
     """Answer consent, and whether the proposed round (if the query carries one) fits the budget."""
-    node = WorkspaceNode.from_context(context)
-    try:
-        config = node.run_config(context)
-    except OptinError as exc:
-        return _refuse(node, msg, context, exc.code, str(exc))
+    opened = _configured(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config = opened
     decision = node.consent(config)
     answer = {"consent": decision.consent, "reason": decision.reason, "can-afford": False,
-              "remaining-epsilon": 0.0}
+              "remaining-epsilon": 0.0, "label": decision.policy.label if decision.policy is not None else ""}
     if decision.consent and decision.policy is not None:
         policy = decision.policy
         try:
@@ -92,15 +93,10 @@ def query(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Local DP-SGD from the global model; replies with the new model, its public settings and lifetime ε."""
-    node = WorkspaceNode.from_context(context)
-    try:
-        config = node.run_config(context)
-    except OptinError as exc:
-        return _refuse(node, msg, context, exc.code, str(exc))
-    decision = node.consent(config)
-    if not decision.consent or decision.policy is None:
-        return _refuse(node, msg, context, decision.reason)
-    policy = decision.policy
+    opened = _consenting(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config, policy = opened
     run_id = str(context.run_id)
     group_size = policy.max_messages_per_member if policy.privacy_unit == "member" else 1
     try:
@@ -128,7 +124,8 @@ def train(msg: Message, context: Context) -> Message:
                 sample_rate=outcome.sample_rate, noise_multiplier=plan.settings.noise_multiplier,
                 max_grad_norm=plan.settings.max_grad_norm, epsilon_total=release.epsilon_total,
                 delta=policy.delta, privacy_unit=policy.privacy_unit, private=node.private,
-                kept_local={"train_loss": outcome.mean_loss, "zeroed_gradients": outcome.dropped_samples})
+                kept_local={"train_loss": outcome.mean_loss, "zeroed_gradients": outcome.dropped_samples},
+                **_central_claim(config))
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
     log.info("workspace %s: round %d, %d DP-SGD steps at q=%.4f z=%.3f; lifetime ε=%.3f (δ=%g)%s", node.name,
@@ -148,31 +145,57 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    """Loss and next-character accuracy of the received model on this workspace's held-out split, kept on the node.
+    """The task's metrics (loss, accuracy, ...) of the received model on this workspace's held-out split, kept on
+    the node.
 
     The result goes to the workspace's audit log (``evaluation`` entry, ``kept_local``) for its operator; the
     reply carries no metrics, since a noiseless evaluation is outside every ε.
     """
-    node = WorkspaceNode.from_context(context)
-    try:
-        config = node.run_config(context)
-    except OptinError as exc:
-        return _refuse(node, msg, context, exc.code, str(exc))
-    decision = node.consent(config)
-    if not decision.consent or decision.policy is None:
-        return _refuse(node, msg, context, decision.reason)
+    opened = _consenting(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config, policy = opened
     try:
         task = get_task(config.task, config.seq_len)
-        data = task.encode(node.held_out_texts(config, decision.policy))
+        data = task.encode(node.held_out_messages(config, policy))
         model = task.build_model(config.seed)
         model.load_state_dict(msg.content["arrays"].to_torch_state_dict())
         result = task.evaluate(model, data)
         node.audit().append("evaluation", run_id=str(context.run_id), round=msg.metadata.group_id, sent=[],
-                            kept_local={"loss": result["loss"], "accuracy": result["accuracy"],
-                                        "held_out": len(data)})
+                            kept_local={**result, "held_out": len(data)})
     except OptinError as exc:
         return _refuse(node, msg, context, exc.code, str(exc))
     return Message(RecordDict({"metrics": MetricRecord({})}), reply_to=msg)
+
+
+def _central_claim(config: RunConfig) -> dict[str, object]:
+    """The central DP the run says the server adds (``optin ledger show`` reports its ε); the node cannot check
+    that the server really adds it, so the ledger never counts it."""
+    if config.dp_mode not in CENTRAL_MODES:
+        return {}
+    return {"central": {"noise_multiplier": config.central_noise_multiplier,
+                        "clipping_norm": config.central_clipping_norm, "delta": config.central_delta}}
+
+
+def _configured(msg: Message, context: Context) -> tuple[WorkspaceNode, RunConfig] | Message:
+    """The node and the run's config once it is valid and within the node's limits, else the refusal to send."""
+    node = WorkspaceNode.from_context(context)
+    try:
+        return node, node.run_config(context)
+    except OptinError as exc:
+        return _refuse(node, msg, context, exc.code, str(exc))
+
+
+def _consenting(msg: Message, context: Context) -> tuple[WorkspaceNode, RunConfig, Policy] | Message:
+    """As :func:`_configured`, and the policy re-read now if it consents to this run, else the refusal to send."""
+    opened = _configured(msg, context)
+    if isinstance(opened, Message):
+        return opened
+    node, config = opened
+    decision = node.consent(config)
+    if not decision.consent or decision.policy is None:
+        return _refuse(node, msg, context, decision.reason)
+    return node, config, decision.policy
 
 
 def _refuse(node: WorkspaceNode, msg: Message, context: Context, reason: str, detail: str = "") -> Message:

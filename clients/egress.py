@@ -35,7 +35,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from clients.workspace_node import WorkspaceNode
 from federated.limits import cut
-from federated.protocol import (CONSENT_FIELDS, CONSENT_KEY, EVAL_METRICS, REASON_CODE, REFUSAL_REASON, REFUSED_CODE,
+from federated.protocol import (CONSENT_FIELDS, CONSENT_KEY, EVAL_METRICS, LABEL, REASON_CODE, REFUSAL_REASON, REFUSED_CODE,
                                 TRAIN_METRICS)
 
 log = logging.getLogger("optin.egress")
@@ -98,6 +98,8 @@ def _consent_violations(record: object) -> list[str]:
             found.append(f"consent field {key!r} is not a {kind.__name__}")
     if isinstance(record.get("reason"), str) and not REASON_CODE.fullmatch(record["reason"]):
         found.append("consent field 'reason' is not a reason code")
+    if isinstance(record.get("label"), str) and not LABEL.fullmatch(record["label"]):
+        found.append("consent field 'label' is not a workspace label")
     return found
 
 

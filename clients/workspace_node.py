@@ -5,7 +5,7 @@ held-out split and member groups), ``ledger.sqlite`` and ``audit.jsonl``. The fo
 config key ``workspace`` (how an operator starts a SuperNode, and the in-process mode), or, in Flower's
 simulation, from the run config's ``workspaces-root``: partition ``i`` serves the ``i``-th sub-folder in
 sorted order.
-Messages are read only through ``training_samples`` and ``held_out_texts``, which the ClientApp
+Messages are read only through ``training_samples`` and ``held_out_messages``, which the ClientApp
 calls only after consent was checked.
 
 Audit canaries: the node config key ``audit-canaries`` (a JSON list of strings) adds those texts to
@@ -137,16 +137,18 @@ class WorkspaceNode:
         Guarantee (the neighbouring relation): under the message unit, removing one message from the data
         removes exactly its own sample, or nothing if it was held out; under the member unit, removing one
         member removes exactly that member's sample. Neither the split nor the groups depend on the run config.
+        The task encodes each message from its own fields alone (``federated.tasks.base``), so this holds for
+        every task.
         """
         train, _ = self._split(config, policy)
         if policy.privacy_unit == "message":
-            return task.encode([m.text for m in train])
+            return task.encode(train)
         return task.encode_groups(member_groups(train, policy.max_messages_per_member, self.secret()),
                                   per_group=policy.max_messages_per_member)
 
-    def held_out_texts(self, config: RunConfig, policy: Policy) -> list[str]:
-        """The held-out split's texts (never trained on); ``policy`` gives the held-out fraction."""
-        return [m.text for m in self._split(config, policy)[1]]
+    def held_out_messages(self, config: RunConfig, policy: Policy) -> list[ChatMessage]:
+        """The held-out split (never trained on); ``policy`` gives the held-out fraction."""
+        return self._split(config, policy)[1]
 
     def generator(self, run_id: str, server_round: int) -> torch.Generator:
         """The generator for this release's DP sampling and noise: fresh OS randomness, unless the operator set
@@ -162,7 +164,7 @@ class WorkspaceNode:
         return self.repeatable_seed is None
 
 
-def member_groups(messages: list[ChatMessage], limit: int, secret: bytes) -> list[list[str]]:
+def member_groups(messages: list[ChatMessage], limit: int, secret: bytes) -> list[list[ChatMessage]]:
     """One group per member, in member-id order: at most ``limit`` of their messages, the rest unused.
 
     This is the member-level contribution bound. Which messages are kept is keyed per member: each of the
@@ -179,7 +181,7 @@ def member_groups(messages: list[ChatMessage], limit: int, secret: bytes) -> lis
     groups = []
     for member in sorted(by_member):
         ranked = sorted(by_member[member], key=lambda m: _rank(m, secret))
-        groups.append([m.text for m in ranked[:limit]])
+        groups.append(ranked[:limit])
     return groups
 
 

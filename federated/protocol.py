@@ -10,9 +10,14 @@ CONSENT_FIELDS: dict[str, type] = {
     "reason": str,
     "can-afford": bool,
     "remaining-epsilon": float,
+    "label": str,
 }
 """The consent answer: consent (policy, scope, expiry), a fixed reason code, whether the proposed
-round fits the workspace's remaining lifetime budget, and that remaining ε."""
+round fits the workspace's remaining lifetime budget, that remaining ε, and the label its operator chose to
+share (the policy's ``label``; empty when none): text the operator wrote, independent of the messages."""
+
+LABEL = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,63})?")
+"""A workspace label as a node may send it: empty, or up to 64 letters, digits, ``.``, ``_``, ``-``."""
 
 REFUSED_CODE = 1001
 """Error code of a node's refusal (no consent, or a train config it will not run)."""

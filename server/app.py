@@ -1,9 +1,8 @@
 """Optin's ServerApp: consent-gated FedAvg of locally DP-trained models, then federated evaluation.
 
 Round 0 evaluates the initial model on the consenting nodes' held-out splits,
-so every run shows what training changed. With ``dp-mode`` "central" or "both" the rounds run
-through ``server.central_dp.CentralDPFedAvg`` (workspace-level DP-FedAvg around the same consent-aware
-strategy). With ``results-dir`` set, the run's
+so every run shows what training changed. With ``dp-mode`` "central" or "both" the same consent-aware
+strategy aggregates with ``server.central_dp.CentralDP`` (workspace-level DP-FedAvg: clip, average, noise). With ``results-dir`` set, the run's
 ``metrics.json`` and the server's audit log (``audit.jsonl``) are written there.
 """
 
@@ -21,7 +20,8 @@ from federated.config import CENTRAL_MODES, RunConfig
 from federated.inprocess import InProcessGrid
 from federated.tasks import get_task
 from federated.tasks.checkpoint import initial_state_dict
-from server.central_dp import CentralDPFedAvg
+from federated.tasks.model_file import privacy_claims, save_model
+from server.central_dp import CentralDP
 from server.reply_polling import PollingGrid
 from server.run_record import RunRecord
 from server.strategy import ConsentAwareFedAvg
@@ -53,19 +53,38 @@ def main(grid: Grid, context: Context) -> None:
     strategy = ConsentAwareFedAvg(record, proposal, audit=audit, fraction_train=config.fraction_train,
                                   fraction_evaluate=config.fraction_evaluate, min_train_nodes=config.min_train_nodes,
                                   min_available_nodes=config.min_available_nodes, seed=config.seed,
-                                  reply_timeout=config.reply_timeout, num_rounds=config.num_rounds)
+                                  reply_timeout=config.reply_timeout, num_rounds=config.num_rounds,
+                                  aggregate=CentralDP.from_config(config, record)
+                                  if config.dp_mode in CENTRAL_MODES else None)
     arrays = ArrayRecord(initial_state_dict(task, config.seed, config.init_model))
 
     initial = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
                                     timeout=strategy.reply_timeout)
     strategy.aggregate_evaluate(0, initial)
-    rounds = CentralDPFedAvg.from_config(strategy, config) if config.dp_mode in CENTRAL_MODES else strategy
-    rounds.start(grid, arrays, num_rounds=config.num_rounds, timeout=strategy.reply_timeout,
-                 train_config=ConfigRecord(dict(proposal)))
+    result = strategy.start(grid, arrays, num_rounds=config.num_rounds, timeout=strategy.reply_timeout,
+                            train_config=ConfigRecord(dict(proposal)))
     if config.results_dir:
         path = Path(config.results_dir) / "metrics.json"
         record.write(path)
         log.info("wrote %s", path)
+        card = save_model(Path(config.results_dir), task, result.arrays.to_torch_state_dict(),
+                          run_id=str(context.run_id), config=config, rounds=_rounds(record),
+                          privacy=_privacy(config, record))
+        log.info("wrote the final global model and its card %s", card)
+
+
+def _rounds(record: RunRecord) -> dict[str, object]:
+    """The rounds asked for, and those whose aggregate changed the model (enough updates were accepted)."""
+    updated = [n for n, r in sorted(record.rounds.items()) if "updates" in r.metrics]
+    return {"configured": int(record.config["num-rounds"]), "updated": updated}
+
+
+def _privacy(config: RunConfig, record: RunRecord) -> dict[str, object]:
+    """The model's privacy claims: the central ε the server's accountant reported last (None if nothing was
+    released centrally), and how many averaged updates their nodes marked not private (repeatable seed)."""
+    central = [r.metrics["central-epsilon"] for _, r in sorted(record.rounds.items()) if "central-epsilon" in r.metrics]
+    not_private = sum(int(r.metrics.get("not-private-updates", 0)) for r in record.rounds.values())
+    return privacy_claims(config, central[-1] if central else None, not_private)
 
 
 def _log_to_run_stream() -> None:

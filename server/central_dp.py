@@ -1,4 +1,4 @@
-"""Central, workspace-level DP-FedAvg: Flower's server-side fixed-clipping DP wrapper around ConsentAwareFedAvg.
+"""Central, workspace-level DP-FedAvg: the aggregation ConsentAwareFedAvg uses when a run asks for central DP.
 
 Guarantee: the sequence of global models the server releases after training rounds is
 (ε, δ)-differentially private, with ε reported per round as ``central-epsilon`` at
@@ -18,10 +18,11 @@ Guarantee: the sequence of global models the server releases after training roun
 - **Sampling**: the cohort is all eligible nodes or a fixed-size sample; that is *not* Poisson
   sampling, so no amplification is claimed: each release is accounted at sampling rate 1.
 - **Accountant**: Opacus' RDP accountant on ``(z, q = 1, releases)``, i.e. the Rényi DP of the
-  Gaussian mechanism composed over the rounds that released a model. Flower's wrapper can account
-  itself only for strategies that keep ``FedAvg.aggregate_train``; ConsentAwareFedAvg overrides it
-  (to validate and record replies), so the server accounts the same mechanism here, and the
-  tests recompute it with Flower's own RDP accountant (no amplification, add-or-remove-one).
+  Gaussian mechanism composed over the rounds that released a model (no amplification, add-or-remove-one).
+- **Composition, not a subclass**: ConsentAwareFedAvg decides which replies count (consent, budget,
+  well-formed, in time), records and audits them, then hands exactly the accepted models to this
+  aggregation; Flower's clipping and noise-scale functions are used, its DP strategy wrapper is not (it
+  fixes the cohort size up front and would need the accepted replies read back from the run record).
 
 Assumptions and limits: the server is trusted to run this mechanism; it sees each update before
 noise (unless the node added local DP noise too, ``dp-mode = "both"``). The cohort and ``m`` are
@@ -34,25 +35,29 @@ from the OS (``secrets``), never from the run config: every node receives the ru
 derived from its seed could be regenerated and subtracted by any workspace to recover another's
 clipped update. PCG64 is not a cryptographic generator and a single Gaussian sample in floating point
 is not a defence against floating-point attacks; the secret per-release seed is. The
-server's audit log records each update after clipping (what entered the average), so its hash
-equals the node's release hash only for updates already within the clipping norm.
+server's audit log records each update as received, before clipping, so its hash equals the node's
+release hash.
+
+Utility warning: when the noise added to the model is larger than the clipped average update it carries
+(expected noise norm ``std * sqrt(d)`` over ``d`` coordinates against the average's norm), the released model
+is mostly noise and training will not converge: every such round logs a warning and records
+``central-signal-to-noise`` (< 1) in ``metrics.json``. Workspace-level DP needs many workspaces per round for
+the ``1/m`` in the noise to make it small; a handful of workspaces cannot get useful central DP at a small ε.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
-from collections.abc import Iterable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, Message, MetricRecord
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+from flwr.app import Array, ArrayRecord
 from flwr.supercore.differential_privacy import compute_clip_model_update, compute_stdv, get_norm
 
 from federated.config import RunConfig
 from federated.privacy.accounting import epsilon
-from server.reply_check import check_train_reply
-from server.strategy import ConsentAwareFedAvg
+from server.run_record import RunRecord
 
 log = logging.getLogger("optin.server.central_dp")
 
@@ -62,68 +67,60 @@ def noise_generator() -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(secrets.randbits(128)))
 
 
-class CentralDPFedAvg(DifferentialPrivacyServerSideFixedClipping):
-    """Workspace-level DP-FedAvg over a ConsentAwareFedAvg; see the module docstring for the guarantee.
+class CentralDP:
+    """Clip, equal-weight average and noise the accepted models of a round; see the module docstring for the
+    guarantee. Called by ``ConsentAwareFedAvg.aggregate_train`` with the model it sent and the models it accepted."""
 
-    Consent gating is untouched: ``configure_train`` and ``configure_evaluate`` are the wrapped
-    strategy's (Flower's wrapper delegates both), so only nodes that consent are ever sampled.
-    """
-
-    def __init__(self, strategy: ConsentAwareFedAvg, noise_multiplier: float, clipping_norm: float,
-                 delta: float) -> None:
-        # Flower's wrapper fixes the cohort size up front; here it is the number of updates each round
-        # actually averages, so the noise is computed per round (``aggregate_train``).
-        super().__init__(strategy, noise_multiplier, clipping_norm, num_sampled_clients=1)
+    def __init__(self, noise_multiplier: float, clipping_norm: float, delta: float, record: RunRecord) -> None:
         if noise_multiplier <= 0:
             raise ValueError("central DP needs a noise multiplier > 0")
-        self.consent_strategy = strategy
+        if clipping_norm <= 0:
+            raise ValueError("central DP needs a clipping norm > 0")
+        self.noise_multiplier = noise_multiplier
+        self.clipping_norm = clipping_norm
         self.delta = delta
+        self.record = record
         self.releases = 0
 
     @classmethod
-    def from_config(cls, strategy: ConsentAwareFedAvg, config: RunConfig) -> CentralDPFedAvg:
-        return cls(strategy, config.central_noise_multiplier, config.central_clipping_norm, config.central_delta)
+    def from_config(cls, config: RunConfig, record: RunRecord) -> CentralDP:
+        return cls(config.central_noise_multiplier, config.central_clipping_norm, config.central_delta, record)
 
     def epsilon(self) -> float:
         """ε of every release so far at ``delta`` (RDP, Gaussian mechanism, no amplification)."""
         return epsilon([(self.noise_multiplier, 1.0, self.releases)], self.delta) if self.releases else 0.0
 
-    def aggregate_train(self, server_round: int,
-                        replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Clip each acceptable update, let the wrapped strategy validate and record, then release the noised
-        equal-weight average of the clipped updates it accepted."""
-        replies = list(replies)
-        key = self.consent_strategy.arrayrecord_key
-        current = self.current_arrays.to_numpy_ndarrays()
-        clipped: dict[int, list[np.ndarray]] = {}
-        for reply in replies:
-            # A reply the wrapped strategy will skip or drop never enters the average: leave it as it is.
-            if reply.has_error() or check_train_reply(reply, self.current_arrays) is not None:
-                continue
-            arrays = reply.content[key].to_numpy_ndarrays()
+    def __call__(self, server_round: int, sent: ArrayRecord, accepted: list[ArrayRecord]) -> ArrayRecord:
+        """The noised equal-weight average of ``accepted``, each clipped to ``clipping_norm`` around ``sent``."""
+        current = sent.to_numpy_ndarrays()
+        clipped = []
+        for record in accepted:
+            arrays = record.to_numpy_ndarrays()
             if get_norm([a - c for a, c in zip(arrays, current, strict=True)]) > 0:  # Flower divides by the norm
                 compute_clip_model_update(arrays, current, self.clipping_norm)
-            reply.content[key] = ArrayRecord(dict(zip(self.current_arrays.keys(), map(Array, arrays), strict=True)))
-            clipped[reply.metadata.src_node_id] = arrays
-        # Only its decisions (which replies count, whether the round updates the model at all), its record, audit
-        # log and train metrics are used; the average is taken here, over the clipped updates, and noised.
-        weighted, metrics = self.consent_strategy.aggregate_train(server_round, replies)
-        round_record = self.consent_strategy.record.round(server_round)
-        accepted = [arrays for node_id, arrays in clipped.items() if node_id in round_record.trained]
-        if weighted is None or not accepted:
-            return None, metrics
-        cohort = len(accepted)
+            clipped.append(arrays)
+        cohort = len(clipped)
         std = compute_stdv(self.noise_multiplier, self.clipping_norm, cohort)
         rng = noise_generator()
         released = {}
-        for name, column in zip(self.current_arrays.keys(), zip(*accepted, strict=True), strict=True):
+        update = []
+        for name, column, base in zip(sent.keys(), zip(*clipped, strict=True), current, strict=True):
             mean = np.mean(np.stack(column), axis=0).astype(column[0].dtype)
+            update.append(mean - base)
             released[name] = Array(mean + rng.normal(0.0, std, mean.shape).astype(mean.dtype))
         self.releases += 1
         spent = self.epsilon()
-        round_record.metrics.update({"central-epsilon": spent, "central-delta": self.delta,
-                                     "central-releases": self.releases, "central-cohort": cohort,
-                                     "central-noise-std": std})
+        signal = float(get_norm(update))
+        noise = std * math.sqrt(sum(a.size for a in current))
+        ratio = signal / noise
+        self.record.round(server_round).metrics.update({
+            "central-epsilon": spent, "central-delta": self.delta, "central-releases": self.releases,
+            "central-cohort": cohort, "central-noise-std": std, "central-signal-to-noise": ratio})
         log.info("round %d: central DP release %d: %d update(s) clipped to %g, noise std %.5f; ε=%.3f (δ=%g)",
                  server_round, self.releases, cohort, self.clipping_norm, std, spent, self.delta)
-        return ArrayRecord(released), metrics
+        if ratio < 1:
+            log.warning("round %d: central DP noise (expected norm %.3g) is %.0fx the average update it carries "
+                        "(norm %.3g): the released model is mostly noise. More workspaces per round, a larger "
+                        "clipping norm or a larger ε would help; see docs/experiments.md", server_round, noise,
+                        1 / ratio if ratio > 0 else math.inf, signal)
+        return ArrayRecord(released)

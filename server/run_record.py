@@ -6,11 +6,11 @@ decided (who was sampled, who was skipped and why) is recorded.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from federated import json_numbers
 
 
 @dataclass
@@ -31,6 +31,8 @@ class RunRecord:
 
     config: dict[str, Any]
     rounds: dict[int, RoundRecord] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)
+    """Node id -> the label its operator chose to share (the policy's ``label``); nodes without one are absent."""
 
     def round(self, server_round: int) -> RoundRecord:
         return self.rounds.setdefault(server_round, RoundRecord())
@@ -43,6 +45,8 @@ class RunRecord:
             for node_id, reason in record.consent.items():
                 entry = summary.setdefault(node_id, {"rounds_joined": 0, "epsilon": 0.0, "delta": None})
                 entry["consent"] = reason
+                if node_id in self.labels:
+                    entry["label"] = self.labels[node_id]
             for node_id, metrics in record.trained.items():
                 entry = summary[node_id]
                 entry["rounds_joined"] += 1
@@ -66,20 +70,9 @@ class RunRecord:
         """Write ``metrics.json`` atomically (a reader never sees half a file)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(_finite(self.to_json()), indent=2), encoding="utf-8")
+        tmp.write_text(json_numbers.dumps(self.to_json()), encoding="utf-8")
         tmp.replace(path)
 
 
 def _keys(mapping: dict[int, Any]) -> dict[str, Any]:
     return {str(k): v for k, v in mapping.items()}
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN/Infinity: non-finite floats become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value

@@ -29,7 +29,8 @@ for that round.
 Aggregation: the **equal-weight** mean of the accepted models. Nodes send no
 example counts (a count would reveal the workspace's size and let a lying node
 take more weight), so each of ``k`` accepted nodes moves the global model by
-exactly ``1/k`` of its own update. Evaluation replies carry no metrics (nodes
+exactly ``1/k`` of its own update. With central DP the accepted models go to
+``server.central_dp.CentralDP`` instead (clipped, averaged with equal weights, noised). Evaluation replies carry no metrics (nodes
 keep their held-out results); the server records who evaluated.
 """
 
@@ -39,6 +40,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
@@ -47,15 +49,29 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from federated.audit import AuditLog, fingerprint, update_norm
-from federated.protocol import CONSENT_FIELDS, CONSENT_KEY, REASON_CODE, REFUSAL_REASON
+from federated.protocol import CONSENT_FIELDS, CONSENT_KEY, LABEL, REASON_CODE, REFUSAL_REASON
 from server.reply_check import check_evaluate_reply, check_train_reply
 from server.run_record import RunRecord
 
 log = logging.getLogger("optin.server.strategy")
 
+Aggregate = Callable[[int, ArrayRecord, list[ArrayRecord]], ArrayRecord]
+"""(round, the model sent, the accepted models) -> the model released: the equal-weight mean, or central DP's
+clipped and noised one (``server.central_dp.CentralDP``)."""
+
 UNAVAILABLE = (ErrorCode.MESSAGE_UNAVAILABLE, ErrorCode.REPLY_MESSAGE_UNAVAILABLE, ErrorCode.NODE_UNAVAILABLE)
 """Error codes of the replies Flower's SuperLink makes for a node that did not answer (missed heartbeats, expired
 message or reply)."""
+
+
+@dataclass(frozen=True)
+class TrainingRound:
+    """A round's train exchange as sent: the global model, the sampled nodes, and the messages (with the ids
+    the grid gave them, which the replies name)."""
+
+    sent: ArrayRecord
+    sampled: list[int]
+    messages: list[Message] = field(default_factory=list)
 
 
 class ConsentAwareFedAvg(FedAvg):
@@ -66,7 +82,7 @@ class ConsentAwareFedAvg(FedAvg):
                  fraction_train: float = 1.0, fraction_evaluate: float = 1.0, min_train_nodes: int = 1,
                  min_available_nodes: int = 1, seed: int = 0, query_timeout: float = 60.0,
                  connect_timeout: float = 300.0, reply_timeout: float = 3600.0,
-                 num_rounds: int | None = None) -> None:
+                 num_rounds: int | None = None, aggregate: Aggregate | None = None) -> None:
         super().__init__(fraction_train=fraction_train, fraction_evaluate=fraction_evaluate,
                          min_train_nodes=min_train_nodes,
                          min_evaluate_nodes=0, min_available_nodes=min_available_nodes)
@@ -77,13 +93,12 @@ class ConsentAwareFedAvg(FedAvg):
         self.connect_timeout = connect_timeout
         self.reply_timeout = reply_timeout  # seconds to wait for train and evaluate replies (3600: Flower's default)
         self.num_rounds = num_rounds  # None: unknown, so no round's consent is asked ahead
+        self.aggregate = aggregate or (lambda server_round, sent, accepted: equal_weight_mean(accepted))
         self._rng = random.Random(seed)
         # A stream of its own, so that sampling evaluators leaves the training cohorts of a seed unchanged.
         self._evaluate_rng = random.Random(f"{seed}:evaluate")
         self._answers: dict[int, dict[int, str]] = {}
-        self._sent: dict[int, ArrayRecord] = {}
-        self._sampled: dict[int, list[int]] = {}
-        self._train_messages: dict[int, list[Message]] = {}
+        self._training: dict[int, TrainingRound] = {}  # round -> what was sent, until its replies are aggregated
         self._asked_ahead: dict[int, list[Message]] = {}  # round -> its queries sent in the previous evaluate exchange
 
     def consent_answers(self, server_round: int, grid: Grid) -> dict[int, str]:
@@ -113,6 +128,10 @@ class ConsentAwareFedAvg(FedAvg):
         answered = {node_of(reply): reply for reply in replies}
         answers = {(node := m.metadata.dst_node_id): _consent_reason(answered.get(node)) for m in queries}
         self.record.round(server_round).consent.update(answers)
+        # A label counts only in a well-formed answer (bad-answer ones are never read further).
+        self.record.labels.update({node: str(reply.content[CONSENT_KEY]["label"]) for node, reply in answered.items()
+                                   if answers.get(node) not in (None, "bad-answer", "query-error")
+                                   and reply.content[CONSENT_KEY]["label"]})
         self._audit_all([("consent", {"round": server_round, "node": node_id, "reason": reason})
                          for node_id, reason in answers.items()])
         self._answers.setdefault(server_round, {}).update(answers)
@@ -132,11 +151,10 @@ class ConsentAwareFedAvg(FedAvg):
         self._skip_all(server_round, refused + [(n, "not-sampled") for n in sorted(set(eligible) - set(sampled))])
         log.info("round %d: training on %d of %d eligible node(s)", server_round, size, len(eligible))
         config["server-round"] = server_round
-        self._sent[server_round] = arrays
-        self._sampled[server_round] = sampled
         # Kept until the replies are in: the grid gives each message its id when it pushes it.
-        self._train_messages[server_round] = self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
-        return self._train_messages[server_round]
+        messages = self._messages(arrays, config, sampled, MessageType.TRAIN, server_round)
+        self._training[server_round] = TrainingRound(arrays, sampled, messages)
+        return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
@@ -166,11 +184,12 @@ class ConsentAwareFedAvg(FedAvg):
                         replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
         round_record = self.record.round(server_round)
-        sent = self._sent.pop(server_round, None)
-        if sent is None:  # nothing was sent this round (too few eligible nodes)
+        training = self._training.pop(server_round, None)
+        if training is None:  # nothing was sent this round (too few eligible nodes)
             return None, None
+        sent = training.sent
         accepted = []
-        node_of = _node_of_reply(self._train_messages.pop(server_round, []))
+        node_of = _node_of_reply(training.messages)
         replied = set()
         for reply in replies:
             node_id = node_of(reply)
@@ -190,14 +209,14 @@ class ConsentAwareFedAvg(FedAvg):
             size, digest = fingerprint(reply.content["arrays"])
             self._audit("release-received", round=server_round, node=node_id, bytes=size, sha256=digest,
                         l2_norm=update_norm(reply.content["arrays"], sent))
-        for node_id in self._sampled.pop(server_round, []):
+        for node_id in training.sampled:
             if node_id not in replied:
                 self._skip(server_round, node_id, "no-reply")
         if len(accepted) < self.min_train_nodes:
             log.warning("round %d: %d usable update(s), fewer than min-train-nodes=%d; the model is not updated",
                         server_round, len(accepted), self.min_train_nodes)
             return None, None
-        arrays = equal_weight_mean([reply.content["arrays"] for reply in accepted])
+        arrays = self.aggregate(server_round, sent, [reply.content["arrays"] for reply in accepted])
         metrics = _train_metrics([reply.content["metrics"] for reply in accepted])
         round_record.metrics.update(metrics)
         return arrays, metrics
@@ -284,7 +303,7 @@ def _consent_reason(reply: Message | None) -> str:
     answer = reply.content.get(CONSENT_KEY)
     if not isinstance(answer, ConfigRecord) or set(answer) != set(CONSENT_FIELDS) or not all(
             isinstance(answer[k], kind) for k, kind in CONSENT_FIELDS.items()) or not REASON_CODE.fullmatch(
-            answer["reason"]):
+            answer["reason"]) or not LABEL.fullmatch(answer["label"]):
         return "bad-answer"
     if answer["consent"]:
         return "consent-on" if answer["can-afford"] else "budget-exhausted"

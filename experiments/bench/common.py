@@ -5,11 +5,13 @@ every figure is a ratio of two measurements taken side by side in one process (o
 interleaved order (A, B, A, B, ...). The headline (and the target check) is the median over
 repetitions of the per-repetition ratio; the ratio of each side's fastest repetition is printed
 next to it (the cost of each when the machine left it alone). Absolute seconds are for context.
+
+Every benchmark is a one-command Typer app (``bench_app``), run as ``python -m experiments.bench.<name>``; the
+options several benchmarks share are the ``Annotated`` types below, each benchmark giving its own default.
 """
 
 from __future__ import annotations
 
-import argparse
 import cProfile
 import io
 import logging
@@ -18,12 +20,16 @@ import re
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import click
 import torch
+import typer
+from typer.core import TyperCommand
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE_PATTERN = r"/(clients|federated|server|experiments)/|opacus|flwr|sqlite|json|fsync|torch/(autograd|optim)"
@@ -144,14 +150,70 @@ def quiet_logging() -> Iterator[None]:
             logger.setLevel(level)
 
 
-def parser(description: str, repeats: int = 3) -> argparse.ArgumentParser:
-    """An argument parser with the options every benchmark has."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--repeats", type=int, default=repeats, help="interleaved repetitions per side (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the data, model and sampling (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
-                   help=f"torch intra-op threads (default: torch's choice, {torch.get_num_threads()} here)")
-    return p
+Repeats = Annotated[int, typer.Option(min=1, help="Interleaved repetitions per side.")]
+Seed = Annotated[int, typer.Option(help="Seed of the data, model and sampling.")]
+Threads = Annotated[int | None, typer.Option(
+    min=1, help=f"Torch intra-op threads (default: torch's choice, {torch.get_num_threads()} here).")]
+Workspaces = Annotated[int, typer.Option(help="Workspaces, all consenting.")]
+Messages = Annotated[tuple[int, int], typer.Option(metavar="MIN MAX", help="Messages per workspace.")]
+LocalSteps = Annotated[int, typer.Option(help="DP-SGD steps per node in a round.")]
+SampleRate = Annotated[float, typer.Option(help="Public Poisson sampling rate.")]
+BatchSize = Annotated[int, typer.Option(help="Public normalizer of the noisy gradient sum.")]
+
+
+class BenchCommand(TyperCommand):
+    """A benchmark's command: a list option takes one or more values after one flag (``--sizes 100 1000``, the
+    spelling BENCHMARKS.md uses), as well as one value per flag (``--sizes 100 --sizes 1000``, click's own)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        flags = {flag for param in self.params if isinstance(param, click.Option) and param.multiple
+                 for flag in param.opts}
+        return super().parse_args(ctx, spread_values(args, flags))
+
+
+def spread_values(args: Sequence[str], flags: Collection[str]) -> list[str]:
+    """``args`` with every further value after a flag in ``flags`` given a copy of that flag.
+
+    A value is any argument that does not look like an option (a negative number is a value); ``--`` ends
+    the rewriting. ``--sizes 10 100 --seed 1`` becomes ``--sizes 10 --sizes 100 --seed 1``.
+    """
+    out: list[str] = []
+    flag: str | None = None  # the list flag whose values are being read
+    first = False  # the flag was just given alone: its first value follows
+    for index, arg in enumerate(args):
+        if arg == "--":
+            return out + list(args[index:])
+        if first:
+            out.append(arg)
+            first = False
+        elif flag is not None and not _is_option(arg):
+            out += [flag, arg]
+        else:
+            out.append(arg)
+            name, joined, _ = arg.partition("=")
+            flag = name if name in flags else None
+            first = flag is not None and not joined
+    return out
+
+
+def _is_option(arg: str) -> bool:
+    """Whether ``arg`` is a flag rather than a value (``-5`` and ``-1e-3`` are values)."""
+    if not arg.startswith("-"):
+        return False
+    try:
+        float(arg)
+    except ValueError:
+        return True
+    return False
+
+
+def bench_app(main: Callable[..., None], doc: str | None = None) -> typer.Typer:
+    """A benchmark's Typer app: ``main`` as its only command; its ``--help`` (or ``-h``) shows the first
+    paragraph of ``doc`` (the module docstring) when given, else ``main``'s docstring."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    app.command(cls=BenchCommand, help=doc.split("\n\n")[0] if doc else None)(main)
+    return app
 
 
 def apply_threads(threads: int | None) -> None:

@@ -50,10 +50,12 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from experiments.bench.common import Seed, bench_app
 from experiments.cli.common import console, fail
 from experiments.runners.deployment import LoopbackDeployment, write_dev_certificates
 from experiments.runners.in_process import make_synthetic_federation, run_federation
@@ -76,8 +78,6 @@ CLIENTAPP_IMPORTS = "import flwr.supernode.runtime.run_clientapp, clients.app"
 BENCH_BUDGET = 1e6
 """Lifetime ε budget given to the synthetic workspaces, so that no round is skipped for budget."""
 REPO = Path(__file__).resolve().parents[2]
-
-app = typer.Typer(add_completion=False)
 
 
 def round_seconds(audit_log: Path) -> list[float]:
@@ -121,13 +121,14 @@ def message_seconds(logs: list[Path]) -> dict[str, dict[str, list[float]]]:
     return times
 
 
-@app.command()
 def main(
-    rounds: int = typer.Option(3, help="Federated rounds per run (at least 2: round times are between rounds)."),
-    workspaces: int = typer.Option(3, help="Synthetic workspaces, one SuperNode each, all opted in."),
-    local_steps: list[int] = typer.Option([1, 20], help="DP-SGD steps per workspace per round (repeatable)."),
-    seed: int = typer.Option(0, help="Seed of the data, model and sampling."),
-    timeout: float = typer.Option(900.0, help="Seconds each deployed run may take."),
+    rounds: Annotated[int, typer.Option(
+        help="Federated rounds per run (at least 2: round times are between rounds).")] = 3,
+    workspaces: Annotated[int, typer.Option(help="Synthetic workspaces, one SuperNode each, all opted in.")] = 3,
+    local_steps: Annotated[list[int], typer.Option(
+        help="DP-SGD steps per workspace per round (one or more).")] = [1, 20],  # noqa: B006 - never mutated
+    seed: Seed = 0,
+    timeout: Annotated[float, typer.Option(help="Seconds each deployed run may take.")] = 900.0,
 ) -> None:
     """Measure the per-round overhead of the loopback deployment over the in-process run.
 
@@ -215,6 +216,8 @@ def _spread(values: list[float], centre: float | None = None) -> str:
     centre = statistics.mean(values) if centre is None else centre
     return f"{centre:.1f} ({min(values):.1f}-{max(values):.1f})"
 
+
+app = bench_app(main)
 
 if __name__ == "__main__":
     app()

@@ -37,8 +37,10 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Annotated
 
 import torch
+import typer
 from opacus import PrivacyEngine
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -46,11 +48,14 @@ from torch.utils.data import DataLoader, TensorDataset
 from clients.dp_training import DPSGDSettings, dp_step, grad_sample_mode, make_private, privacy_generator
 from experiments.bench.common import (
     Paired,
+    Repeats,
+    Seed,
+    Threads,
     apply_threads,
+    bench_app,
     header,
     interleaved,
     median,
-    parser,
     profile_top,
     table,
     timed,
@@ -158,33 +163,37 @@ def agreement(task: NextCharTask, data: TensorDataset, batch: tuple[torch.Tensor
     return result
 
 
-def main() -> None:
-    p = parser(__doc__.split("\n\n")[0], repeats=20)
-    p.add_argument("--batch-size", type=int, default=32, help="samples per step (default: %(default)s)")
-    p.add_argument("--profile", action="store_true", help="print cProfile's top entries of the node's DP mode")
-    args = p.parse_args()
-    apply_threads(args.threads)
+def main(
+    batch_size: Annotated[int, typer.Option(help="Samples per step.")] = 32,
+    profile: Annotated[bool, typer.Option("--profile",
+                                          help="Print cProfile's top entries of the node's DP mode.")] = False,
+    repeats: Repeats = 20,
+    seed: Seed = 0,
+    threads: Threads = None,
+) -> None:
+    apply_threads(threads)
 
     task = NextCharTask(seq_len=64)
-    texts = generate_workspace(0, SyntheticSpec(num_workspaces=1, seed=args.seed, min_messages=400,
-                                                max_messages=400)).texts
-    data = task.encode(texts)
-    batch = (data.tensors[0][:args.batch_size], data.tensors[1][:args.batch_size])
-    node_mode = grad_sample_mode(task.build_model(args.seed))
+    messages = generate_workspace(0, SyntheticSpec(num_workspaces=1, seed=seed, min_messages=400,
+                                                   max_messages=400)).messages
+    data = task.encode(messages)
+    batch = (data.tensors[0][:batch_size], data.tensors[1][:batch_size])
+    node_mode = grad_sample_mode(task.build_model(seed))
     print(header("DP overhead: one DP-SGD step vs one non-private step",
-                 f"NextCharTask seq-len 64, batch {args.batch_size}, {sum(p.numel() for p in task.build_model(0).parameters())} "
+                 f"NextCharTask seq-len 64, batch {batch_size}, "
+                 f"{sum(p.numel() for p in task.build_model(0).parameters())} "
                  f"parameters; the node's DP-SGD uses grad_sample_mode={node_mode!r}"))
 
-    agree = agreement(task, data, batch, args.seed, [m for m in (*MODES, NODE) if m != "hooks"])
-    sides: dict[str, Side] = {PLAIN: make_side(PLAIN, task, data, batch, args.seed)}
+    agree = agreement(task, data, batch, seed, [m for m in (*MODES, NODE) if m != "hooks"])
+    sides: dict[str, Side] = {PLAIN: make_side(PLAIN, task, data, batch, seed)}
     for mode in (*MODES, NODE):
         if agree.get(mode, "").startswith("fails"):
             continue
-        sides[mode] = make_side(mode, task, data, batch, args.seed)
+        sides[mode] = make_side(mode, task, data, batch, seed)
     for side in sides.values():
         side.step()  # warm-up: allocations, lazy initialisation
 
-    times = interleaved({name: partial(timed, side.step) for name, side in sides.items()}, args.repeats)
+    times = interleaved({name: partial(timed, side.step) for name, side in sides.items()}, repeats)
     rows = []
     for name in sides:
         ratio = Paired(times[name], times[PLAIN])
@@ -198,12 +207,14 @@ def main() -> None:
     print(f"\nthe node's step ({node_mode!r}, secure noise, non-finite gradients zeroed): {node.describe()} a "
           f"non-private step (target <= 2x: {'met' if node.ratio <= 2 else 'MISSED'}); "
           f"{Paired(times[NODE], times[node_mode]).describe()} Opacus' plain {node_mode!r} step")
-    if args.profile:
+    if profile:
         print(f"\ncProfile, 10 steps of mode {node_mode!r}:")
         side = sides[node_mode]
         print(profile_top(lambda: [side.step() for _ in range(10)], sort="tottime",
                           pattern=r"opacus|torch|nextchar"))
 
 
+app = bench_app(main, __doc__)
+
 if __name__ == "__main__":
-    main()
+    app()

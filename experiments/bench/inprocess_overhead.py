@@ -45,9 +45,10 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import torch
+import typer
 from flwr.app import ArrayRecord, Message, MessageType
 from opacus.grad_sample.utils import prepare_module
 from opacus.optimizers import get_optimizer_class
@@ -59,13 +60,21 @@ from clients.dp_training import DPSGDSettings, grad_sample_mode
 from clients.round_plan import stricter
 from clients.workspace_node import REPEATABLE_SEED_KEY, WorkspaceNode
 from experiments.bench.common import (
+    BatchSize,
+    LocalSteps,
+    Messages,
     Paired,
+    Repeats,
+    SampleRate,
+    Seed,
+    Threads,
+    Workspaces,
     apply_threads,
+    bench_app,
     copy_workspaces,
     header,
     interleaved,
     median,
-    parser,
     profile_report,
     quiet_logging,
     table,
@@ -171,38 +180,38 @@ def node_inputs(folder: Path, task: Task, config: RunConfig, seed: int) -> NodeI
     requested = DPSGDSettings(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
                               sample_rate=config.sample_rate, expected_batch_size=config.batch_size,
                               local_steps=config.local_steps, lr=config.lr)
-    return NodeInputs(node.training_samples(task, config, policy), task.encode(node.held_out_texts(config, policy)),
+    return NodeInputs(node.training_samples(task, config, policy), task.encode(node.held_out_messages(config, policy)),
                       stricter(requested, policy), node)
 
 
-def main() -> None:
-    p = parser(__doc__.split("\n\n")[0], repeats=5)
-    p.add_argument("--workspaces", type=int, default=4, help="workspaces, all consenting (default: %(default)s)")
-    p.add_argument("--messages", type=int, nargs=2, default=(300, 600), metavar=("MIN", "MAX"),
-                   help="messages per workspace (default: %(default)s)")
-    p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps per node (default: %(default)s)")
-    p.add_argument("--sample-rate", type=float, default=0.07,
-                   help="public Poisson sampling rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
-    p.add_argument("--profile", action="store_true", help="print cProfile's top entries of round 1 of one more run")
-    args = p.parse_args()
-    apply_threads(args.threads)
+def main(
+    workspaces: Workspaces = 4,
+    messages: Messages = (300, 600),
+    local_steps: LocalSteps = 10,
+    sample_rate: SampleRate = 0.07,
+    batch_size: BatchSize = 32,
+    profile: Annotated[bool, typer.Option(
+        "--profile", help="Print cProfile's top entries of round 1 of one more run.")] = False,
+    repeats: Repeats = 5,
+    seed: Seed = 0,
+    threads: Threads = None,
+) -> None:
+    apply_threads(threads)
 
     work = Path(tempfile.mkdtemp(prefix="optin-bench-"))
-    spec = SyntheticSpec(num_workspaces=args.workspaces, seed=args.seed, min_messages=args.messages[0],
-                         max_messages=args.messages[1])
+    spec = SyntheticSpec(num_workspaces=workspaces, seed=seed, min_messages=messages[0],
+                         max_messages=messages[1])
     template = make_synthetic_federation(work / "template", spec, opted_out=[]).folders
-    config = RunConfig(num_rounds=1, local_steps=args.local_steps, sample_rate=args.sample_rate,
-                       batch_size=args.batch_size, seed=args.seed, results_dir=str(work / "results"))
+    config = RunConfig(num_rounds=1, local_steps=local_steps, sample_rate=sample_rate,
+                       batch_size=batch_size, seed=seed, results_dir=str(work / "results"))
     task = get_task(config.task, config.seq_len)
     initial = task.build_model(config.seed).state_dict()
     # The secret (which keys the split) is created in the template, so every copy splits as the plain side does.
-    inputs = [node_inputs(folder, task, config, args.seed) for folder in template]
+    inputs = [node_inputs(folder, task, config, seed) for folder in template]
     print(header("In-process overhead: one federated round vs the plain DP-SGD loop",
-                 f"{args.workspaces} workspaces ({sum(len(i.train) for i in inputs)} training samples), "
-                 f"{args.local_steps} DP-SGD steps each at sample rate {args.sample_rate:g} "
-                 f"(normalizer {args.batch_size}), "
+                 f"{workspaces} workspaces ({sum(len(i.train) for i in inputs)} training samples), "
+                 f"{local_steps} DP-SGD steps each at sample rate {sample_rate:g} "
+                 f"(normalizer {batch_size}), "
                  f"grad_sample_mode={grad_sample_mode(task.build_model(0))!r}"))
 
     def run_optin(profiler: cProfile.Profile | None = None) -> PhaseClock:
@@ -216,7 +225,7 @@ def main() -> None:
                 setattr(owner, name, clock.timing(key, original))
                 stack.callback(setattr, owner, name, original)
             run_in_process(server_app, client_app,
-                           [{"workspace": str(f), REPEATABLE_SEED_KEY: str(args.seed)} for f in folders],
+                           [{"workspace": str(f), REPEATABLE_SEED_KEY: str(seed)} for f in folders],
                            config.to_mapping(), run_id=RUN_ID, observer=clock)
         return clock
 
@@ -252,7 +261,7 @@ def main() -> None:
             plain_times["plain+eval"].append(end - start)
             return end - start
 
-        interleaved({"optin": optin_side, "plain": plain_side}, args.repeats)
+        interleaved({"optin": optin_side, "plain": plain_side}, repeats)
 
         rows = [["optin", *(median([ph[k] for ph in phases]) for k in (*PHASES, "round"))],
                 ["plain DP-SGD", "", median(plain_times["plain"]), "", ""],
@@ -269,12 +278,14 @@ def main() -> None:
         train = Paired(col["train"], plain_times["plain"])
         print(f"\ntrain phase vs plain DP-SGD: {train.describe()} (target <= 1.10: "
               f"{'met' if train.ratio <= 1.10 else 'MISSED'})")
-        if args.profile:
+        if profile:
             profiler = cProfile.Profile()
             run_optin(profiler)
             print("\ncProfile of round 1 of one more run (optin side, as timed above; cumulative):")
             print(profile_report(profiler, limit=70))
 
 
+app = bench_app(main, __doc__)
+
 if __name__ == "__main__":
-    main()
+    app()

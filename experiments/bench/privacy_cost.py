@@ -31,11 +31,28 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from clients.dp_training import DPSGDSettings, privacy_generator, train_dp_sgd
 from clients.round_plan import plan_round
 from clients.workspace_node import WorkspaceNode
-from experiments.bench.common import Paired, apply_threads, header, interleaved, median, parser, table
+from experiments.bench.common import (
+    BatchSize,
+    LocalSteps,
+    Paired,
+    Repeats,
+    SampleRate,
+    Seed,
+    Threads,
+    apply_threads,
+    bench_app,
+    header,
+    interleaved,
+    median,
+    table,
+)
 from federated import audit
 from federated.config import RunConfig
 from federated.data import SyntheticSpec, generate_federation
@@ -134,24 +151,24 @@ def bookkeeping(folder: Path, work: Path, config: RunConfig, settings: DPSGDSett
     return parts
 
 
-def main() -> None:
-    p = parser(__doc__.split("\n\n")[0], repeats=5)
-    p.add_argument("--releases", type=int, nargs="+", default=[0, 10, 100],
-                   help="earlier releases in the ledger, one scenario each (default: %(default)s)")
-    p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps of the round (default: %(default)s)")
-    p.add_argument("--sample-rate", type=float, default=0.08,
-                   help="public Poisson sampling rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32,
-                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
-    args = p.parse_args()
-    apply_threads(args.threads)
+def main(
+    releases: Annotated[list[int], typer.Option(help="Earlier releases in the ledger, one scenario each (one or "
+                                                     "more).")] = [0, 10, 100],  # noqa: B006 - never mutated
+    local_steps: LocalSteps = 10,
+    sample_rate: SampleRate = 0.08,
+    batch_size: BatchSize = 32,
+    repeats: Repeats = 5,
+    seed: Seed = 0,
+    threads: Threads = None,
+) -> None:
+    apply_threads(threads)
 
     work = Path(tempfile.mkdtemp(prefix="optin-bench-"))
-    template = generate_federation(work / "ws", SyntheticSpec(num_workspaces=1, seed=args.seed, min_messages=500,
+    template = generate_federation(work / "ws", SyntheticSpec(num_workspaces=1, seed=seed, min_messages=500,
                                                               max_messages=500))[0]
     write_policy(template, Policy(consent=True, max_epsilon=1e9))
-    config = RunConfig(local_steps=args.local_steps, sample_rate=args.sample_rate, batch_size=args.batch_size,
-                       seed=args.seed)
+    config = RunConfig(local_steps=local_steps, sample_rate=sample_rate, batch_size=batch_size,
+                       seed=seed)
     settings = DPSGDSettings(noise_multiplier=config.noise_multiplier, max_grad_norm=config.max_grad_norm,
                              sample_rate=config.sample_rate, expected_batch_size=config.batch_size,
                              local_steps=config.local_steps, lr=config.lr)
@@ -159,13 +176,13 @@ def main() -> None:
     policy = WorkspaceNode(template).consent(config).policy
     assert policy is not None
     data = WorkspaceNode(template).training_samples(task, config, policy)
-    scenarios = [Scenario(r, 1 if r else 0) for r in args.releases]
-    if max(args.releases) > 1:
-        scenarios.append(Scenario(max(args.releases), max(args.releases)))
+    scenarios = [Scenario(r, 1 if r else 0) for r in releases]
+    if max(releases) > 1:
+        scenarios.append(Scenario(max(releases), max(releases)))
     folders = {s: prepare(template, s, settings, policy) for s in scenarios}
     print(header("Privacy bookkeeping per round vs the round's compute",
-                 f"one workspace, {len(data)} training samples, {args.local_steps} DP-SGD steps at sample rate "
-                 f"{args.sample_rate:g} (normalizer {args.batch_size}); ledger with SQLite synchronous=FULL, audit "
+                 f"one workspace, {len(data)} training samples, {local_steps} DP-SGD steps at sample rate "
+                 f"{sample_rate:g} (normalizer {batch_size}); ledger with SQLite synchronous=FULL, audit "
                  "appends fsync-ed"))
 
     results: dict[tuple[Scenario, bool], list[dict[str, float]]] = {(s, c): [] for s in scenarios for c in (False, True)}
@@ -184,7 +201,7 @@ def main() -> None:
             total += sum(runs[-1].values())
         return total
 
-    interleaved({"compute": compute_side, "bookkeeping": bookkeeping_side}, args.repeats)
+    interleaved({"compute": compute_side, "bookkeeping": bookkeeping_side}, repeats)
     rows = []
     for (scenario, cold), runs in results.items():
         totals = [sum(r.values()) for r in runs]
@@ -195,5 +212,7 @@ def main() -> None:
     print(table(["ledger", "memo", *(f"{part} ms" for part in PARTS), "total ms", "total / compute"], rows))
 
 
+app = bench_app(main, __doc__)
+
 if __name__ == "__main__":
-    main()
+    app()

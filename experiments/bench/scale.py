@@ -35,7 +35,6 @@ Run: ``.venv/bin/python -m experiments.bench.scale`` (``--help`` for options).
 
 from __future__ import annotations
 
-import argparse
 import json
 import resource
 import subprocess
@@ -44,13 +43,28 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from flwr.app import Context, Message, MessageType
 
 from clients.app import app as client_app
-from experiments.bench.common import apply_threads, header, parser, quiet_logging, table
+from experiments.bench.common import (
+    BatchSize,
+    LocalSteps,
+    Messages,
+    Repeats,
+    SampleRate,
+    Seed,
+    Threads,
+    apply_threads,
+    bench_app,
+    header,
+    quiet_logging,
+    table,
+)
 from experiments.runners.in_process import make_synthetic_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
@@ -66,16 +80,31 @@ def resident_mb() -> float:
     return float("nan")
 
 
-def child(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the federation under ``args.root`` and return the measurements (the subprocess's side)."""
-    folders = sorted(p for p in Path(args.root).iterdir() if p.is_dir())
+@dataclass(frozen=True)
+class ChildOptions:
+    """What a child run is told on its command line (besides the federation's folder and its variant)."""
+
+    rounds: int
+    cohort: int
+    local_steps: int
+    sample_rate: float
+    batch_size: int
+    seed: int
+    threads: int | None
+    fraction_evaluate: float | None = None
+    """None: the cohort's share of the population, as for training."""
+
+
+def child(root: Path, variant: str, options: ChildOptions) -> dict[str, Any]:
+    """Run the federation under ``root`` and return the measurements (the subprocess's side)."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
     n = len(folders)
-    cohort_fraction = min(1.0, args.cohort / n)
-    config = RunConfig(num_rounds=args.rounds, local_steps=args.local_steps, sample_rate=args.sample_rate,
-                       batch_size=args.batch_size,
-                       fraction_train=cohort_fraction, min_train_nodes=min(args.cohort, n),
-                       fraction_evaluate=args.fraction_evaluate or cohort_fraction, seed=args.seed,
-                       results_dir=str(Path(args.root).parent / f"results-{n}-{args.variant}"))
+    cohort_fraction = min(1.0, options.cohort / n)
+    config = RunConfig(num_rounds=options.rounds, local_steps=options.local_steps,
+                       sample_rate=options.sample_rate, batch_size=options.batch_size,
+                       fraction_train=cohort_fraction, min_train_nodes=min(options.cohort, n),
+                       fraction_evaluate=options.fraction_evaluate or cohort_fraction, seed=options.seed,
+                       results_dir=str(root.parent / f"results-{n}-{variant}"))
     marks: list[tuple[str, str, float]] = []
     handler: dict[tuple[str, str], float] = defaultdict(float)
 
@@ -94,28 +123,29 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     end_of = {(t, g): at for t, g, at in marks}
     rounds = []
     previous = end_of[(MessageType.EVALUATE, "0")]
-    for r in map(str, range(1, args.rounds + 1)):
+    for r in map(str, range(1, options.rounds + 1)):
         end = end_of[(MessageType.EVALUATE, r)]
         parts = {t: handler[(t, r)] for t in (MessageType.QUERY, MessageType.TRAIN, MessageType.EVALUATE)}
         rounds.append({"round": end - previous, **parts, "server+grid": end - previous - sum(parts.values())})
         previous = end
-    return {"n": n, "variant": args.variant, "startup": end_of[(MessageType.EVALUATE, "0")] - start,
+    return {"n": n, "variant": variant, "startup": end_of[(MessageType.EVALUATE, "0")] - start,
             "rounds": rounds, "baseline_mb": baseline_mb,
             "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-def run_child(root: Path, variant: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(root: Path, variant: str, options: ChildOptions, against: Path | None) -> dict[str, Any]:
     command = [sys.executable, "-m", "experiments.bench.scale", "--child", str(root), "--variant", variant,
-               "--rounds", str(args.rounds), "--cohort", str(args.cohort), "--local-steps", str(args.local_steps),
-               "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
-    if args.threads is not None:
-        command += ["--threads", str(args.threads)]
+               "--rounds", str(options.rounds), "--cohort", str(options.cohort),
+               "--local-steps", str(options.local_steps), "--batch-size", str(options.batch_size),
+               "--seed", str(options.seed)]
+    if options.threads is not None:
+        command += ["--threads", str(options.threads)]
     if variant != "against":  # a source tree from before the public sampling rate has no such option
-        command += ["--sample-rate", str(args.sample_rate)]
+        command += ["--sample-rate", str(options.sample_rate)]
     if variant == "all":
         command += ["--fraction-evaluate", "1"]
     done = subprocess.run(command, capture_output=True, text=True, check=False,
-                          cwd=args.against if variant == "against" else None)
+                          cwd=against if variant == "against" else None)
     if done.returncode != 0:
         raise SystemExit(f"size {root.name} ({variant}) failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -132,50 +162,53 @@ def report(results: Sequence[dict[str, Any]]) -> None:
                  "evaluate ms/node", "server+grid s", "server+grid ms/node", "peak RSS MB", "RSS growth MB"], rows))
 
 
-def main() -> None:
-    p = parser(__doc__.split("\n\n")[0], repeats=1)
-    p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000],
-                   help="population sizes (default: %(default)s)")
-    p.add_argument("--cohort", type=int, default=10, help="workspaces trained per round (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=1, help="rounds after round 0 (default: %(default)s)")
-    p.add_argument("--messages", type=int, nargs=2, default=(40, 80), metavar=("MIN", "MAX"),
-                   help="messages per workspace (default: %(default)s)")
-    p.add_argument("--local-steps", type=int, default=5, help="DP-SGD steps per node (default: %(default)s)")
-    p.add_argument("--sample-rate", type=float, default=0.25,
-                   help="public Poisson sampling rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=12,
-                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
-    p.add_argument("--evaluate-all", action="store_true",
-                   help="also run each size with fraction-evaluate = 1 (every consenting node evaluates)")
-    p.add_argument("--against", metavar="DIR", help="also run each size with the code in the source tree DIR")
-    p.add_argument("--child", metavar="ROOT", help=argparse.SUPPRESS)
-    p.add_argument("--variant", default="sampled", help=argparse.SUPPRESS)
-    p.add_argument("--fraction-evaluate", type=float, default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
-    apply_threads(args.threads)
-    if args.child:
-        args.root = args.child
-        print(json.dumps(child(args)))
+def main(
+    sizes: Annotated[list[int], typer.Option(
+        help="Population sizes (one or more).")] = [10, 100, 1000],  # noqa: B006 - never mutated
+    cohort: Annotated[int, typer.Option(help="Workspaces trained per round.")] = 10,
+    rounds: Annotated[int, typer.Option(help="Rounds after round 0.")] = 1,
+    messages: Messages = (40, 80),
+    local_steps: LocalSteps = 5,
+    sample_rate: SampleRate = 0.25,
+    batch_size: BatchSize = 12,
+    evaluate_all: Annotated[bool, typer.Option(
+        "--evaluate-all",
+        help="Also run each size with fraction-evaluate = 1 (every consenting node evaluates).")] = False,
+    against: Annotated[Path | None, typer.Option(
+        metavar="DIR", help="Also run each size with the code in the source tree DIR.")] = None,
+    repeats: Repeats = 1,
+    seed: Seed = 0,
+    threads: Threads = None,
+    child_root: Annotated[Path | None, typer.Option("--child", hidden=True)] = None,
+    variant: Annotated[str, typer.Option(hidden=True)] = "sampled",
+    fraction_evaluate: Annotated[float | None, typer.Option(hidden=True)] = None,
+) -> None:
+    apply_threads(threads)
+    options = ChildOptions(rounds, cohort, local_steps, sample_rate, batch_size, seed, threads, fraction_evaluate)
+    if child_root is not None:
+        print(json.dumps(child(child_root, variant, options)))
         return
 
     work = Path(tempfile.mkdtemp(prefix="optin-bench-scale-"))
     print(header("Scale: population 10 / 100 / 1000, cohort of 10",
-                 f"{args.messages[0]}-{args.messages[1]} messages per workspace, {args.local_steps} DP-SGD steps at "
-                 f"sample rate {args.sample_rate:g} (normalizer {args.batch_size}), {args.rounds} round(s) after round 0; one subprocess per run"))
+                 f"{messages[0]}-{messages[1]} messages per workspace, {local_steps} DP-SGD steps at "
+                 f"sample rate {sample_rate:g} (normalizer {batch_size}), {rounds} round(s) after round 0; "
+                 "one subprocess per run"))
     results = []
-    for n in args.sizes:
-        spec = SyntheticSpec(num_workspaces=n, seed=args.seed, min_messages=args.messages[0],
-                             max_messages=args.messages[1])
-        for rep in range(args.repeats):
-            variants = ["sampled"] + ["all"] * args.evaluate_all + ["against"] * bool(args.against)
-            for variant in variants if rep % 2 == 0 else variants[::-1]:
-                root = work / f"{n}-{variant}-{rep}" / "workspaces"
+    for n in sizes:
+        spec = SyntheticSpec(num_workspaces=n, seed=seed, min_messages=messages[0], max_messages=messages[1])
+        for rep in range(repeats):
+            variants = ["sampled"] + ["all"] * evaluate_all + ["against"] * bool(against)
+            for run_variant in variants if rep % 2 == 0 else variants[::-1]:
+                root = work / f"{n}-{run_variant}-{rep}" / "workspaces"
                 make_synthetic_federation(root, spec, opted_out=[])
-                results.append(run_child(root, variant, args))
-                print(f"  N={n} {variant}: round {results[-1]['rounds'][-1]['round']:.1f} s", flush=True)
+                results.append(run_child(root, run_variant, options, against))
+                print(f"  N={n} {run_variant}: round {results[-1]['rounds'][-1]['round']:.1f} s", flush=True)
     print()
     report(results)
 
 
+app = bench_app(main, __doc__)
+
 if __name__ == "__main__":
-    main()
+    app()

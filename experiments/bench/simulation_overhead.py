@@ -41,8 +41,26 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Annotated
 
-from experiments.bench.common import apply_threads, copy_workspaces, header, parser, quiet_logging, table
+import typer
+
+from experiments.bench.common import (
+    BatchSize,
+    LocalSteps,
+    Messages,
+    Repeats,
+    SampleRate,
+    Seed,
+    Threads,
+    Workspaces,
+    apply_threads,
+    bench_app,
+    copy_workspaces,
+    header,
+    quiet_logging,
+    table,
+)
 from experiments.runners.in_process import make_synthetic_federation, run_federation
 from experiments.runners.flower_simulation import SimulationResources, run_flower_simulation
 from federated.audit import AUDIT_FILE, read_entries
@@ -105,35 +123,33 @@ def timeline(start: float, end: float, folders: list[Path], results: Path, round
     return stages
 
 
-def main() -> None:
-    p = parser(__doc__.split("\n\n")[0], repeats=1)
-    p.add_argument("--workspaces", type=int, default=4, help="workspaces, all consenting (default: %(default)s)")
-    p.add_argument("--messages", type=int, nargs=2, default=(100, 200), metavar=("MIN", "MAX"),
-                   help="messages per workspace (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="federated rounds (default: %(default)s)")
-    p.add_argument("--local-steps", type=int, default=10, help="DP-SGD steps per node (default: %(default)s)")
-    p.add_argument("--sample-rate", type=float, default=0.12,
-                   help="public Poisson sampling rate (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="public normalizer of the noisy gradient sum (default: %(default)s)")
-    p.add_argument("--timeout", type=float, default=600.0, help="seconds the Flower run may take (default: %(default)s)")
-    args = p.parse_args()
-    apply_threads(args.threads)
+def main(
+    workspaces: Workspaces = 4,
+    messages: Messages = (100, 200),
+    rounds: Annotated[int, typer.Option(help="Federated rounds.")] = 3,
+    local_steps: LocalSteps = 10,
+    sample_rate: SampleRate = 0.12,
+    batch_size: BatchSize = 16,
+    timeout: Annotated[float, typer.Option(help="Seconds the Flower run may take.")] = 600.0,
+    repeats: Repeats = 1,
+    seed: Seed = 0,
+    threads: Threads = None,
+) -> None:
+    apply_threads(threads)
 
     work = Path(tempfile.mkdtemp(prefix="optin-bench-sim-"))
-    spec = SyntheticSpec(num_workspaces=args.workspaces, seed=args.seed, min_messages=args.messages[0],
-                         max_messages=args.messages[1])
+    spec = SyntheticSpec(num_workspaces=workspaces, seed=seed, min_messages=messages[0], max_messages=messages[1])
     template = list(make_synthetic_federation(work / "template", spec, opted_out=[]).folders)
-    base = RunConfig(num_rounds=args.rounds, local_steps=args.local_steps, sample_rate=args.sample_rate,
-                     batch_size=args.batch_size, seed=args.seed)
+    base = RunConfig(num_rounds=rounds, local_steps=local_steps, sample_rate=sample_rate,
+                     batch_size=batch_size, seed=seed)
     resources = SimulationResources(client_cpus=1)
     print(header("Flower Simulation Engine vs in process",
-                 f"{args.workspaces} workspaces ({args.messages[0]}-{args.messages[1]} messages), {args.rounds} rounds, "
-                 f"{args.local_steps} DP-SGD steps at sample rate {args.sample_rate:g} (normalizer {args.batch_size}); Ray: "
-                 f"{resources.federation_config(args.workspaces)}"))
+                 f"{workspaces} workspaces ({messages[0]}-{messages[1]} messages), {rounds} rounds, "
+                 f"{local_steps} DP-SGD steps at sample rate {sample_rate:g} (normalizer {batch_size}); Ray: "
+                 f"{resources.federation_config(workspaces)}"))
 
     runs: dict[str, list[dict[str, float | None]]] = {"in process": [], "Flower simulation": []}
-    for rep in range(args.repeats):
+    for rep in range(repeats):
         for engine in (list(runs) if rep % 2 == 0 else list(runs)[::-1]):
             root = work / f"{engine.replace(' ', '-')}-{rep}"
             folders = copy_workspaces(template, root / "workspaces")
@@ -144,8 +160,8 @@ def main() -> None:
                 with quiet_logging():
                     run_federation(folders, config)
             else:
-                run_flower_simulation(config, resources=resources, timeout=args.timeout, flwr_home=home)
-            runs[engine].append(timeline(start, time.time(), folders, root / "results", args.rounds, home))
+                run_flower_simulation(config, resources=resources, timeout=timeout, flwr_home=home)
+            runs[engine].append(timeline(start, time.time(), folders, root / "results", rounds, home))
 
     def med(engine: str, stage: str) -> float | None:
         values = [v for r in runs[engine] if (v := r[stage]) is not None]
@@ -156,17 +172,20 @@ def main() -> None:
                                        for stage in stages]))
     inproc, flower = (statistics.median(r["total"] for r in runs[e]) for e in runs)
     round_in, round_fl = (statistics.median(r["per round (mean)"] for r in runs[e]) for e in runs)
-    fixed_in, fixed_fl = inproc - args.rounds * round_in, flower - args.rounds * round_fl
-    messages = 3 * args.workspaces
+    fixed_in, fixed_fl = inproc - rounds * round_in, flower - rounds * round_fl
+    per_round = 3 * workspaces
     print(f"\nwhole run: Flower simulation / in process = {flower / inproc:.2f}x (target <= 2x: "
           f"{'met' if flower / inproc <= 2 else 'MISSED'})")
-    print(f"per round: {round_fl / round_in:.2f}x; per-message overhead {(round_fl - round_in) / messages * 1000:.0f} ms "
-          f"({messages} messages per round)")
+    print(f"per round: {round_fl / round_in:.2f}x; "
+          f"per-message overhead {(round_fl - round_in) / per_round * 1000:.0f} ms "
+          f"({per_round} messages per round)")
     print(f"fixed cost (start-up, round 0, teardown): {fixed_fl:.1f} s with Flower, {fixed_in:.1f} s in process")
     if 2 * round_in > round_fl:
         print(f"the whole run is within 2x from {max(1, math.ceil((fixed_fl - 2 * fixed_in) / (2 * round_in - round_fl)))}"
               f" rounds of this size on")
 
 
+app = bench_app(main, __doc__)
+
 if __name__ == "__main__":
-    main()
+    app()

@@ -14,10 +14,13 @@ from experiments.cli.common import console, fail
 from experiments.cli.data import data_app
 from experiments.cli.deploy import add_deploy_commands
 from experiments.cli.irc import irc
+from experiments.cli.model import complete, evaluate
 from experiments.cli.operator import audit_app, consent_app, ledger_app, policy_app
 from experiments.cli.pretrain import pretrain
 from experiments.cli.privacy import privacy_app
+from experiments.cli.report import report
 from experiments.cli.sweep import sweep
+from experiments.cli.threads import apply_thread_defaults
 from federated.data import SyntheticSpec
 from federated.errors import OptinError
 
@@ -31,21 +34,23 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(privacy_app, name="privacy")
 app.command()(sweep)
 app.command()(irc)
+app.command()(report)
+app.command()(complete)
+app.command()(evaluate)
 app.command()(pretrain)
 add_deploy_commands(app)
 
 
 @app.callback()
 def main(
-    threads: int | None = typer.Option(None, min=1, help="Intra-op threads for torch in this process (default: "
-                                                         "torch's). On a busy machine 1 is often several times "
-                                                         "faster. Processes Flower starts read OMP_NUM_THREADS."),
+    threads: int | None = typer.Option(None, min=1, help="Intra-op threads for torch in this command and the "
+                                                         "processes it starts. Default: OMP_NUM_THREADS if set, "
+                                                         "else the cores free now (CPU count minus load, at "
+                                                         "least 1); idle OpenMP threads sleep (OMP_WAIT_POLICY="
+                                                         "PASSIVE)."),
 ) -> None:
     """Optin's command line."""
-    if threads is not None:
-        import torch
-
-        torch.set_num_threads(threads)
+    apply_thread_defaults(threads)
 
 
 @app.command()
@@ -57,15 +62,20 @@ def demo(
     noise_multiplier: float = typer.Option(1.0, help="Gaussian noise std / clipping norm."),
     seed: int = typer.Option(0, help="Seed of the data, model and sampling."),
     results: Path = typer.Option(Path("results"), help="Folder under which the run folder is created."),
+    task: str = typer.Option("nextchar", help="What to learn (docs/tasks.md): 'nextchar' (the next character of "
+                                              "a message) or 'reply' (whether a message is a thread reply)."),
 ) -> None:
     """Train on built-in synthetic workspaces in process and print per-round and per-workspace tables.
 
     Example: optin demo --workspaces 8 --opted-out 2 --rounds 5
     """
     from experiments.runners.demo import DEMO_CONFIG, print_demo, run_demo
+    from federated.tasks import get_task
 
     try:
-        config = replace(DEMO_CONFIG, num_rounds=rounds, local_steps=local_steps, noise_multiplier=noise_multiplier)
+        get_task(task)  # an unknown task fails here, before any workspace is generated
+        config = replace(DEMO_CONFIG, num_rounds=rounds, local_steps=local_steps, noise_multiplier=noise_multiplier,
+                         task=task)
         result = run_demo(results, SyntheticSpec(num_workspaces=workspaces, seed=seed), opted_out, config, console)
     except (OptinError, ValueError) as exc:
         fail(exc)

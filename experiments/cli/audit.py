@@ -9,21 +9,20 @@ import typer
 from rich.table import Table
 
 from experiments.cli.common import EXIT_AUDIT_FAILED, console, fail
+from experiments.formatting import figure
 from federated.errors import OptinError
 
 
 
 def canaries(
-    config: Path = typer.Argument(..., help="Sweep file (TOML); its [audit] table sets the canaries (defaults "
+    config: Path = typer.Argument(..., help="Sweep file (TOML); its \\[audit] table sets the canaries (defaults "
                                             "without one). E.g. experiments/configs/audit_canaries.toml."),
     results: Path = typer.Option(Path("results"), help="Folder under which the results folder is created."),
     resume: Path | None = typer.Option(None, help="Finish this earlier results folder of the same file."),
 ) -> None:
     """Train every cell with canaries injected in memory; report exposure and the one-run ε lower bound.
 
-    Exit code 3 (and a red banner) when any empirical lower bound exceeds its claimed ε: at the bound's
-    confidence (95 % by default) a correct mechanism does that in at most 1 cell in 20, so it is a bug in the
-    mechanism or its accounting, or that chance; rerun to tell.
+    Exit code 3 (and a red banner) when any empirical lower bound exceeds its claimed ε: at the bound's confidence (95 % by default) a correct mechanism does that in at most 1 cell in 20, so it is a bug in the mechanism or its accounting, or that chance; rerun to tell.
 
     Example: optin audit canaries experiments/configs/audit_canaries.toml
     """
@@ -42,7 +41,7 @@ def canaries(
         table.add_column(column, justify="left" if column == "cell" else "right", no_wrap=column == "cell")
     for cell in cells:
         audit, one_run = cell["audit"], cell["audit"]["one_run"]
-        table.add_row(cell["cell"]["id"], _eps(audit["claimed_epsilon"]),
+        table.add_row(cell["cell"]["id"], figure(audit["claimed_epsilon"]),
                       "-" if one_run is None else f"{one_run['epsilon_lower_bound']:.3f}",
                       *(f"{e['bits']:.2f}" for e in audit["exposure"]),
                       "[bold red]FAILED[/]" if audit["violation"] else "ok")
@@ -62,7 +61,3 @@ def exit_if_audit_failed(cells: list[dict[str, Any]]) -> None:
                       f"lower bound exceeds the claimed ε: a bug in the mechanism or its accounting, or the "
                       f"chance its confidence leaves (at most 1 in 20 per cell at 95 %); rerun to tell.[/]")
         raise typer.Exit(EXIT_AUDIT_FAILED)
-
-
-def _eps(value: float) -> str:
-    return "∞" if value == float("inf") else f"{value:.3f}"

@@ -32,7 +32,8 @@ _DATA_HELP = f"Data root holding irc-disentanglement/ (default: ${DATA_ENV}, els
 
 @data_app.command()
 def stats(
-    path: Path = typer.Argument(..., help="A folder of workspace folders, one workspace folder, or a data folder."),
+    path: Path = typer.Argument(..., help="One workspace folder, a data folder (Slack export, IRC manifest, JSONL), "
+                                          "or a folder of either."),
     scrub: bool = typer.Option(True, "--scrub/--no-scrub", help="Count the texts as training sees them (scrubbed)."),
     skip_bad_files: bool = typer.Option(False, "--skip-bad-files",
                                         help="Skip malformed message files (listed) instead of failing."),
@@ -47,6 +48,10 @@ def stats(
         fail(exc)
     console.print(_stats_table(rows, f"Workspaces in {path}"))
     for row in rows:
+        if row.skipped_by_reason:
+            reasons = ", ".join(f"{reason} {count:,}" for reason, count in
+                                sorted(row.skipped_by_reason.items(), key=lambda item: (-item[1], item[0])))
+            console.print(f"{row.name}: skipped entries: {reasons}", highlight=False, markup=False, soft_wrap=True)
         for skipped in row.skipped_files:
             console.print(f"{row.name}: not read: {skipped.path}: {skipped.reason}", highlight=False, soft_wrap=True)
 

@@ -16,8 +16,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from experiments.cli.common import console, fail
+from experiments.formatting import figure
 from federated.audit import AUDIT_FILE, read_entries, repair, verify
 from federated.errors import OptinError
+from federated.privacy.central_claim import central_claim
 from federated.privacy.policy import (
     POLICY_FILE,
     PRIVACY_UNITS,
@@ -73,6 +75,12 @@ def policy_init(
     delta: float = typer.Option(1e-5, help="δ of the lifetime budget."),
     privacy_unit: str = typer.Option("message", help=f"One of {', '.join(PRIVACY_UNITS)}."),
     held_out_fraction: float = typer.Option(0.2, help="Share of messages held out for evaluation, in (0, 1)."),
+    noise_multiplier: float = typer.Option(0.0, help="Least DP-SGD noise multiplier this node trains with, "
+                                                     "whatever the server asks (0: the server's)."),
+    max_messages_per_member: int = typer.Option(8, help="Most messages in one DP sample with --privacy-unit "
+                                                        "member."),
+    label: str = typer.Option("", help="A name for this workspace sent with every consent answer, so the "
+                                       "federation's results can name it (empty: none is sent)."),
     force: bool = typer.Option(False, help="Replace an existing policy file."),
 ) -> None:
     """Write a policy file with every field explicit; consent stays off until `optin consent on`.
@@ -84,12 +92,21 @@ def policy_init(
         fail(f"{path}: already exists (use --force to replace it)")
     try:
         policy = parse_policy({"max_epsilon": max_epsilon, "delta": delta, "privacy_unit": privacy_unit,
-                               "held_out_fraction": held_out_fraction}, "command line")
+                               "held_out_fraction": held_out_fraction, "noise_multiplier": noise_multiplier,
+                               "max_messages_per_member": max_messages_per_member, "label": label},
+                              "command line")
     except OptinError as exc:
         fail(exc)
     workspace.mkdir(parents=True, exist_ok=True)
     write_policy(workspace, policy)
     console.print(f"wrote {path}")
+
+
+def _policy_or_fail(workspace: Path, note: str = "") -> Policy:
+    try:
+        return read_policy(workspace / POLICY_FILE)
+    except OptinError as exc:
+        fail(f"{exc}{note}")
 
 
 @policy_app.command("show")
@@ -98,10 +115,7 @@ def policy_show(workspace: Path = WORKSPACE) -> None:
 
     Example: optin policy show --workspace ./acme
     """
-    try:
-        policy = read_policy(workspace / POLICY_FILE)
-    except OptinError as exc:
-        fail(f"{exc}; the node treats this as consent off")
+    policy = _policy_or_fail(workspace, "; the node treats this as consent off")
     console.print(render_policy(policy), end="", highlight=False, markup=False)
     if policy.expires is not None and policy.expired(dt.datetime.now(dt.timezone.utc)):
         console.print("# expired: the node treats this as consent off", highlight=False)
@@ -113,10 +127,7 @@ def policy_check(workspace: Path = WORKSPACE) -> None:
 
     Example: optin policy check --workspace ./acme
     """
-    try:
-        policy = read_policy(workspace / POLICY_FILE)
-    except OptinError as exc:
-        fail(exc)
+    policy = _policy_or_fail(workspace)
     console.print(f"{workspace / POLICY_FILE}: valid (consent = {'true' if policy.consent else 'false'})")
 
 
@@ -170,8 +181,9 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         table.add_row(run_id, str(len(items)), round_ranges(rounds), units, str(sum(r.steps for r in items)),
                       f"{items[-1].epsilon_total:.3f}")
     console.print(table)
-    budget = f" of {policy.max_epsilon:g}; remaining {max(0.0, policy.max_epsilon - spent):.3f}" if policy else ""
-    console.print(f"spent ε = {spent:.3f}{budget}")
+    budget = f" of {figure(policy.max_epsilon, 'g')}; remaining {figure(max(0.0, policy.max_epsilon - spent))}" \
+        if policy else ""
+    console.print(f"spent ε = {figure(spent)}{budget}", highlight=False)
     try:
         audited = audit_releases(workspace / AUDIT_FILE)
         match_releases(path, releases, workspace / AUDIT_FILE, audited)
@@ -180,6 +192,12 @@ def ledger_show(workspace: Path = WORKSPACE) -> None:
         raise typer.Exit(1) from exc
     console.print(f"agrees with {AUDIT_FILE}: its {len(audited)} release(s) match ledger rows in order",
                   highlight=False)
+    claim = central_claim(read_entries(workspace / AUDIT_FILE), delta) if audited else None
+    if claim is not None:
+        console.print(f"central DP, as the runs stated it: ε = {figure(claim.epsilon)} at δ={claim.delta:g} over "
+                      f"{claim.releases} round(s) this workspace trained in (workspace-level; holds only if the "
+                      "server added the noise, which this node cannot check; not counted in the budget)",
+                      highlight=False, markup=False)
 
 
 def round_ranges(rounds: list[int]) -> str:

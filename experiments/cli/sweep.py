@@ -9,6 +9,7 @@ from rich.table import Table
 
 from experiments.cli.audit import exit_if_audit_failed
 from experiments.cli.common import console, fail
+from experiments.formatting import figure
 from federated.errors import OptinError
 
 
@@ -18,13 +19,16 @@ def sweep(
     resume: Path | None = typer.Option(None, help="Finish this earlier results folder of the same sweep: finished "
                                                   "cells are kept, the others run."),
 ) -> None:
-    """Train every cell of the grid (target ε × seeds × DP modes × datasets) and write CSV, plots and a report.
+    """Train every cell of the grid (target ε × seeds × DP modes × privacy units × datasets) and write CSV, plots
+    and a report.
 
-    With an [audit] table every cell also runs a canary audit; exit code 3 if a lower bound exceeds its claim.
+    Datasets: built-in synthetic, IRC, or a folder of workspaces (Slack exports, JSONL, IRC manifests), copied fresh into every cell; workspaces listed in opted-out never train.
+
+    With an \\[audit] table every cell also runs a canary audit; exit code 3 if a lower bound exceeds its claim.
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """
-    from experiments.research.report import load_cells, summarize
+    from experiments.research.report import central_drowned, load_cells, summarize
     from experiments.research.sweep import load_and_run
 
     try:
@@ -37,16 +41,17 @@ def sweep(
         table.add_column(column, justify="left" if column in ("dataset", "mode") else "right",
                          no_wrap=column == "accuracy")
     for g in summarize(load_cells(outcome.run_dir)):
-        table.add_row(g.dataset, g.dp_mode, _eps(g.target_epsilon), str(len(g.accuracies)),
-                      f"{g.mean:.4f} ± {g.spread:.4f}", _eps(g.epsilon_local),
-                      "-" if g.epsilon_central is None else _eps(g.epsilon_central))
+        table.add_row(g.dataset, g.dp_mode, figure(g.target_epsilon), str(len(g.accuracies)),
+                      f"{g.mean:.4f} ± {g.spread:.4f}", figure(g.epsilon_local),
+                      "-" if g.epsilon_central is None else figure(g.epsilon_central))
     console.print(table)
     console.print(f"Ran {len(outcome.ran)} cell(s), kept {len(outcome.skipped)} finished one(s) in "
                   f"{outcome.seconds:.0f} s.", highlight=False)
     console.print(f"Results: {outcome.run_dir}  (report.md, results.csv, plots/, cells/*/metrics.json)",
                   soft_wrap=True, highlight=False)
-    exit_if_audit_failed(load_cells(outcome.run_dir))
-
-
-def _eps(value: float) -> str:
-    return "∞" if value == float("inf") else f"{value:.3f}"
+    cells = load_cells(outcome.run_dir)
+    for cell, ratio in central_drowned(cells):
+        console.print(f"warning: cell {cell}: central DP noise outweighed the update it carried (signal/noise "
+                      f"{ratio:.2g}); the model is mostly noise (report.md)", style="yellow", highlight=False,
+                      markup=False)
+    exit_if_audit_failed(cells)

@@ -26,7 +26,6 @@ Run: ``optin irc --config experiments/configs/irc.toml``
 
 from __future__ import annotations
 
-import json
 import tomllib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -34,21 +33,25 @@ from pathlib import Path
 from typing import Any
 
 from flwr.app import Message
+from pydantic import Field, field_validator
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from experiments.formatting import figure
+from experiments.research.config_models import TableModel, validate_table
 from experiments.runners.in_process import run_federation
 from experiments.runners.node_metrics import workspace_figures
 from experiments.runners.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
+from federated import json_numbers
 from federated.config import RunConfig
 from federated.data import PARTITIONS, build_irc_workspaces
 from federated.errors import ConfigError
 from federated.privacy.policy import Policy, write_policy
 
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "irc.toml"
-_EXPERIMENT_KEYS = {"max-lines": int, "max-epsilon": float, "workspaces": list}
 _RUNNER_KEYS = ("results-dir", "workspaces-root")
+_PARTITIONS = [p.name for p in PARTITIONS]
 
 
 @dataclass(frozen=True)
@@ -61,46 +64,48 @@ class IrcExperiment:
     workspaces: tuple[str, ...] = ()
     """Partition names to use (``federated.data.PARTITIONS``); empty: all."""
 
-    def __post_init__(self) -> None:
-        known = [p.name for p in PARTITIONS]
-        unknown = sorted(set(self.workspaces) - set(known))
-        if unknown:
-            raise ConfigError(f"workspaces: unknown {unknown}; expected names from {known}")
-        if self.max_lines is not None and self.max_lines < 1:
-            raise ConfigError(f"max-lines: expected a positive number of lines, got {self.max_lines}")
-        if not self.max_epsilon > 0:
-            raise ConfigError(f"max-epsilon: expected a value > 0, got {self.max_epsilon}")
+
+class _ExperimentTable(TableModel):
+    """``[experiment]``: every key optional."""
+
+    max_lines: int | None = Field(None, ge=1, description="an integer >= 1 (lines read from each workspace's log)")
+    max_epsilon: float = Field(Policy().max_epsilon, gt=0, description="a number > 0 (each policy's budget)")
+    workspaces: list[str] = Field([], description=f"a list of distinct workspace names from {_PARTITIONS}")
+
+    @field_validator("workspaces")
+    @classmethod
+    def _known(cls, values: list[str]) -> list[str]:
+        if not set(values) <= set(_PARTITIONS) or len(set(values)) != len(values):
+            raise ValueError("unknown or repeated workspace")
+        return values
+
+
+class _ExperimentFile(TableModel):
+    experiment: dict[str, Any] = Field({}, description="a table")
+    run: dict[str, Any] = Field({}, description="a table of RunConfig keys")
 
 
 def load_experiment(path: Path) -> IrcExperiment:
-    """Read ``[experiment]`` and ``[run]`` (RunConfig keys) from a TOML file; unknown keys are errors."""
+    """Read ``[experiment]`` and ``[run]`` (RunConfig keys) from a TOML file; a mistake is one ``ConfigError``
+    naming the file, the key, the value and what was expected."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read as TOML ({exc})") from None
-    unknown = sorted(set(raw) - {"experiment", "run"})
-    if unknown:
-        raise ConfigError(f"{path}: unknown table(s) {unknown}; expected [experiment] and [run]")
-    section = raw.get("experiment", {})
-    values: dict[str, Any] = {}
-    for key, value in section.items():
-        kind = _EXPERIMENT_KEYS.get(key)
-        if kind is None:
-            raise ConfigError(f"{path}: unknown key 'experiment.{key}'; expected one of {sorted(_EXPERIMENT_KEYS)}")
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ConfigError(f"{path}: key 'experiment.{key}' expected {kind.__name__}, got {value!r}")
-        values[key.replace("-", "_")] = tuple(value) if kind is list else value
-    run = raw.get("run", {})
+    top = validate_table(_ExperimentFile, raw, path)
+    experiment = validate_table(_ExperimentTable, top.experiment, path, "experiment.")
     for key in _RUNNER_KEYS:
-        if key in run:
-            raise ConfigError(f"{path}: key 'run.{key}' is set by the runner; remove it")
+        if key in top.run:
+            raise ConfigError(f"{path}: key 'run.{key}': expected no value (the runner sets it), got "
+                              f"{top.run[key]!r}")
     try:
-        return IrcExperiment(run=RunConfig.from_mapping(run, source=f"{path} [run]"), **values)
+        run = RunConfig.from_mapping(top.run, source=f"{path} [run]")
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        message = str(exc)
+        raise ConfigError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    return IrcExperiment(run=run, max_lines=experiment.max_lines, max_epsilon=experiment.max_epsilon,
+                         workspaces=tuple(experiment.workspaces))
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,7 @@ def run_irc_experiment(experiment: IrcExperiment, corpus: Path, results_root: Pa
             alone[name] = load_metrics(alone_dir)
     plot_rounds(federated, run_dir / "plots" / "federated.png")
     comparison = _compare(run_dir, federated, {str(k): v.name for k, v in served.items()}, alone)
-    (run_dir / "comparison.json").write_text(json.dumps(comparison.to_json(), indent=2) + "\n", encoding="utf-8")
+    (run_dir / "comparison.json").write_text(json_numbers.dumps(comparison.to_json()) + "\n", encoding="utf-8")
     (run_dir / "report.md").write_text(_report(comparison, experiment), encoding="utf-8")
     return comparison
 
@@ -194,10 +199,10 @@ def print_comparison(comparison: Comparison, console: Console) -> None:
     for column in ("held-out msgs", "initial", "alone", "federated"):
         table.add_column(column, justify="right", no_wrap=True)
     for w in comparison.workspaces:
-        table.add_row(w.name, f"{w.held_out:,}", _fmt(w.initial), _fmt(w.alone), _fmt(w.federated))
+        table.add_row(w.name, f"{w.held_out:,}", *(figure(v, ".4f") for v in (w.initial, w.alone, w.federated)))
     table.add_section()
     for weighted, label in ((False, "mean"), (True, "weighted mean")):
-        table.add_row(label, "", *(_fmt(comparison.mean(m, weighted)) for m in ("initial", "alone", "federated")))
+        table.add_row(label, "", *(figure(comparison.mean(m, weighted), ".4f") for m in ("initial", "alone", "federated")))
     console.print(table)
     console.print(f"Results: {comparison.run_dir}  (comparison.json, report.md, federated/, alone/, run.log)")
 
@@ -237,15 +242,12 @@ def _report(comparison: Comparison, experiment: IrcExperiment) -> str:
         "|---|---:|---:|---:|---:|",
     ]
     for w in comparison.workspaces:
-        lines.append(f"| {w.name} | {w.held_out} | {_fmt(w.initial)} | {_fmt(w.alone)} | {_fmt(w.federated)} |")
+        cells = " | ".join(figure(v, ".4f") for v in (w.initial, w.alone, w.federated))
+        lines.append(f"| {w.name} | {w.held_out} | {cells} |")
     for weighted, label in ((False, "mean"), (True, "weighted mean")):
-        values = " | ".join(_fmt(comparison.mean(m, weighted)) for m in ("initial", "alone", "federated"))
+        values = " | ".join(figure(comparison.mean(m, weighted), ".4f") for m in ("initial", "alone", "federated"))
         lines.append(f"| **{label}** | | {values} |")
     return "\n".join(lines) + "\n"
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
 
 
 def _toml_value(value: Any) -> int | float | str:

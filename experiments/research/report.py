@@ -16,7 +16,6 @@ a bug, or the 1 − c chance per cell (1 in 20) that a correct claim is exceeded
 from __future__ import annotations
 
 import csv
-import json
 import math
 import statistics
 from dataclasses import dataclass
@@ -28,13 +27,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from experiments.formatting import figure
+from federated import json_numbers
+
 CELL_METRICS = "metrics.json"
 CSV_FILE = "results.csv"
 REPORT_FILE = "report.md"
 EPSILON_PLOT = "plots/accuracy_vs_epsilon.png"
 ROUNDS_PLOT = "plots/accuracy_vs_round.png"
-CSV_COLUMNS = ("cell", "dataset", "dp_mode", "target_epsilon", "seed", "accountant", "delta", "epsilon_local",
-               "epsilon_central", "local_noise_min", "local_noise_max", "central_noise_multiplier", "rounds",
+CSV_COLUMNS = ("cell", "dataset", "dp_mode", "privacy_unit", "target_epsilon", "seed", "accountant", "delta", "epsilon_local",
+               "epsilon_central", "local_noise_min", "local_noise_max", "training_samples_min", "training_samples_max", "opted_out",
+               "central_noise_multiplier", "rounds",
                "initial_accuracy", "final_accuracy", "final_loss", "seconds", "run_mode", "audit_claimed_epsilon",
                "audit_epsilon_lower_bound", "audit_correct_guesses", "audit_guesses", "audit_max_exposure_bits",
                "audit_violation")
@@ -84,10 +87,21 @@ class Group:
 
 def load_cells(run_dir: Path) -> list[dict[str, Any]]:
     """Every finished cell's metrics (``cells/*/metrics.json``) in grid order; ε strings become floats."""
-    cells = [_floats(json.loads(p.read_text(encoding="utf-8"))) for p in (run_dir / "cells").glob(f"*/{CELL_METRICS}")]
+    cells = [json_numbers.loads(p.read_text(encoding="utf-8")) for p in (run_dir / "cells").glob(f"*/{CELL_METRICS}")]
     order = list(MECHANISMS)
-    return sorted(cells, key=lambda c: (c["cell"]["dataset"], order.index(c["cell"]["dp_mode"]),
+    return sorted(cells, key=lambda c: (series(c), order.index(c["cell"]["dp_mode"]),
                                         -c["cell"]["target_epsilon"], c["cell"]["seed"]))
+
+
+def series(cell: dict[str, Any]) -> str:
+    """What a cell's figures are grouped and plotted under: its dataset, and its privacy unit unless message."""
+    unit = _unit(cell)
+    return cell["cell"]["dataset"] if unit == "message" else f"{cell['cell']['dataset']} ({unit}-level)"
+
+
+def _unit(cell: dict[str, Any]) -> str:
+    """The cell's privacy unit (cells written before the unit was recorded are message-level)."""
+    return cell["cell"].get("privacy_unit", "message")
 
 
 def write_report(run_dir: Path, title: str, sweep_file: str) -> list[Path]:
@@ -108,11 +122,15 @@ def csv_row(cell: dict[str, Any]) -> dict[str, Any]:
     rounds = cell["rounds"]
     return {
         "cell": cell["cell"]["id"], "dataset": cell["cell"]["dataset"], "dp_mode": cell["cell"]["dp_mode"],
+        "privacy_unit": _unit(cell),
         "target_epsilon": _text(cell["cell"]["target_epsilon"]), "seed": cell["cell"]["seed"],
         "accountant": cell["sweep"]["accountant"], "delta": cell["sweep"]["delta"],
         "epsilon_local": _text(cell["epsilon"]["local"]),
         "epsilon_central": "" if central is None else _text(cell["epsilon"]["central"]),
         "local_noise_min": min(noises), "local_noise_max": max(noises),
+        "training_samples_min": min(w["training_samples"] for w in cell["workspaces"]),
+        "training_samples_max": max(w["training_samples"] for w in cell["workspaces"]),
+        "opted_out": " ".join(cell.get("opted_out", [])),
         "central_noise_multiplier": "" if central is None else central["noise_multiplier"],
         "rounds": len(rounds) - 1, "initial_accuracy": rounds[0]["eval_accuracy"],
         "final_accuracy": rounds[-1]["eval_accuracy"], "final_loss": rounds[-1]["eval_loss"],
@@ -141,11 +159,12 @@ def write_csv(cells: list[dict[str, Any]], path: Path) -> Path:
 
 
 def summarize(cells: list[dict[str, Any]]) -> list[Group]:
-    """Cells grouped over seeds, ordered by dataset, DP mode (none first) and target ε (large to small)."""
+    """Cells grouped over seeds, ordered by series (dataset and privacy unit), DP mode (none first) and target ε
+    (large to small)."""
     keyed: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
     for cell in cells:
         c = cell["cell"]
-        keyed.setdefault((c["dataset"], c["dp_mode"], c["target_epsilon"]), []).append(cell)
+        keyed.setdefault((series(cell), c["dp_mode"], c["target_epsilon"]), []).append(cell)
     order = list(MECHANISMS)
     groups = []
     for (dataset, mode, target), members in sorted(keyed.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]),
@@ -203,15 +222,15 @@ def plot_accuracy_vs_epsilon(groups: list[Group], path: Path) -> Path:
 
 def plot_accuracy_vs_round(cells: list[dict[str, Any]], path: Path) -> Path:
     """Held-out accuracy per round for each (DP mode, target ε): mean over seeds, band = min..max."""
-    datasets = sorted({c["cell"]["dataset"] for c in cells})
+    datasets = sorted({series(c) for c in cells})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
-        for group in summarize([c for c in cells if c["cell"]["dataset"] == dataset]):
-            runs = [c for c in cells if (c["cell"]["dataset"], c["cell"]["dp_mode"], c["cell"]["target_epsilon"])
+        for group in summarize([c for c in cells if series(c) == dataset]):
+            runs = [c for c in cells if (series(c), c["cell"]["dp_mode"], c["cell"]["target_epsilon"])
                     == (dataset, group.dp_mode, group.target_epsilon)]
             rounds = [r["round"] for r in runs[0]["rounds"]]
-            series = [[r["eval_accuracy"] for r in c["rounds"]] for c in runs]
-            per_round = list(zip(*series))
+            accuracies = [[r["eval_accuracy"] for r in c["rounds"]] for c in runs]
+            per_round = list(zip(*accuracies))
             label = "no DP" if group.dp_mode == "none" else f"{group.dp_mode}, ε={format(group.target_epsilon, 'g')}"
             ax.plot(rounds, [statistics.fmean(v) for v in per_round], marker="o", label=label)
             ax.fill_between(rounds, [min(v) for v in per_round], [max(v) for v in per_round], alpha=0.15)
@@ -226,7 +245,7 @@ def plot_accuracy_vs_round(cells: list[dict[str, Any]], path: Path) -> Path:
 def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], groups: list[Group]) -> str:
     """The report: results per group, the ordering check, each mechanism, and every cell with its mechanism."""
     first = cells[0]["sweep"]
-    lines = [f"# {title}", "", *_violations(cells)]
+    lines = [f"# {title}", "", *_violations(cells), *_drowned(cells)]
     lines += [
         f"Sweep file: `{sweep_file}`. {len(cells)} cells; run mode `{first['run_mode']}`; accountant "
         f"`{first['accountant']}` (calibration and the ε below); δ = {first['delta']:g} for every ε. Cells ran for "
@@ -242,20 +261,21 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
         "",
         "## Results",
         "",
-        f"| dataset | DP mode | target ε | seeds | accuracy | ε local: add/remove one message, Poisson, "
+        f"| dataset | DP mode | target ε | seeds | accuracy | ε local: add/remove one message (member-level: "
+        f"one member), Poisson, "
         f"{first['accountant']} (max over workspaces) | ε central: one workspace, no amplification, "
         f"{first['accountant']} |",
         "|---|---|---|---|---|---|---|",
     ]
     for g in groups:
-        lines.append(f"| {g.dataset} | {g.dp_mode} | {_eps(g.target_epsilon)} | {len(g.accuracies)} | "
-                     f"{g.mean:.4f} ± {g.spread:.4f} | {_eps(g.epsilon_local)} | "
-                     f"{'—' if g.epsilon_central is None else _eps(g.epsilon_central)} |")
+        lines.append(f"| {g.dataset} | {g.dp_mode} | {figure(g.target_epsilon)} | {len(g.accuracies)} | "
+                     f"{g.mean:.4f} ± {g.spread:.4f} | {figure(g.epsilon_local)} | "
+                     f"{'—' if g.epsilon_central is None else figure(g.epsilon_central)} |")
     lines += _audit_section(cells)
     lines += ["", "## Utility ordering (no DP first, then decreasing ε; tolerance: the two groups' sd added)", ""]
     for high, low, holds in ordering(groups):
-        lines.append(f"- {high.dataset}, {low.dp_mode}: ε={_eps(high.target_epsilon)} ({high.mean:.4f}) ≥ "
-                     f"ε={_eps(low.target_epsilon)} ({low.mean:.4f}): {'holds' if holds else 'does NOT hold'}")
+        lines.append(f"- {high.dataset}, {low.dp_mode}: ε={figure(high.target_epsilon)} ({high.mean:.4f}) ≥ "
+                     f"ε={figure(low.target_epsilon)} ({low.mean:.4f}): {'holds' if holds else 'does NOT hold'}")
     lines += ["", "## Mechanisms, neighbouring relations, accountants", ""]
     for mode in MECHANISMS:
         if any(c["cell"]["dp_mode"] == mode for c in cells):
@@ -270,7 +290,7 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
         "",
         "## Cells",
         "",
-        "| cell | mechanism | local: z (min..max), q (min..max), steps | central: z, C, releases | ε local | "
+        "| cell | mechanism | local: z (min..max), q (min..max), steps, N training samples (min..max) | central: z, C, releases | ε local | "
         "ε central | accuracy | s |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -286,6 +306,28 @@ def audit_failures(cells: list[dict[str, Any]]) -> list[str]:
     return [c["cell"]["id"] for c in cells if c.get("audit") and c["audit"]["violation"]]
 
 
+def central_drowned(cells: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """(cell id, lowest signal-to-noise) of every cell whose central DP noise outweighed some round's update."""
+    found = []
+    for cell in cells:
+        ratios = (cell.get("central") or {}).get("signal_to_noise") or []
+        if ratios and min(ratios) < 1:
+            found.append((cell["cell"]["id"], min(ratios)))
+    return found
+
+
+def _drowned(cells: list[dict[str, Any]]) -> list[str]:
+    """A warning for cells whose central DP noise was larger than the average update it carried."""
+    found = central_drowned(cells)
+    if not found:
+        return []
+    shown = ", ".join(f"`{cell}` ({ratio:.2g})" for cell, ratio in found)
+    return [f"> **Central DP noise drowned the model** in {len(found)} cell(s): {shown} (lowest ratio of the "
+            "clipped average update's norm to the expected noise norm; below 1 the released model is mostly "
+            "noise, and accuracy there says little about the method). Workspace-level central DP needs many "
+            "workspaces per round; see docs/experiments.md.", ""]
+
+
 def _violations(cells: list[dict[str, Any]]) -> list[str]:
     """A loud banner for every cell whose empirical ε lower bound exceeds its claimed ε."""
     lines = []
@@ -296,7 +338,7 @@ def _violations(cells: list[dict[str, Any]]) -> list[str]:
             lines += [f"> **PRIVACY AUDIT FAILED — a bug, or a {1 - confidence:.0%} chance; rerun to tell.** Cell "
                       f"`{cell['cell']['id']}`: the one-run empirical lower bound ε ≥ "
                       f"{audit['one_run']['epsilon_lower_bound']:.3f} at {confidence:.0%} confidence exceeds the "
-                      f"claimed ε = {_eps(audit['claimed_epsilon'])} ({audit['claimed_basis']}). Either the mechanism "
+                      f"claimed ε = {figure(audit['claimed_epsilon'])} ({audit['claimed_basis']}). Either the mechanism "
                       f"or its accounting is wrong, or this is the {1 - confidence:.0%} chance per cell that a "
                       f"correct claim is exceeded; rerun the cell with another seed (a bug tends to repeat, chance "
                       f"rarely does). Until then, trust no ε of this run.", ""]
@@ -333,7 +375,7 @@ def _audit_section(cells: list[dict[str, Any]]) -> list[str]:
                                              f"{one_run['guesses']} of {one_run['canaries']}, "
                                              f"{one_run['confidence']:.0%})")
         check = "**FAILED (bug or chance)**" if audit["violation"] else ("bound ≤ claim" if one_run else "—")
-        lines.append(f"| {cell['cell']['id']} | {cell['cell']['dp_mode']} | {_eps(audit['claimed_epsilon'])} | "
+        lines.append(f"| {cell['cell']['id']} | {cell['cell']['dp_mode']} | {figure(audit['claimed_epsilon'])} | "
                      f"{bound} | " + " | ".join(f"{e['bits']:.2f}" for e in audit["exposure"]) + f" | {check} |")
     return lines
 
@@ -343,15 +385,19 @@ def _cell_row(cell: dict[str, Any]) -> str:
     noises = [w["noise_multiplier"] for w in ws]
     rates = [w["sample_rate"] for w in ws]
     steps = sorted({w["steps_run"] for w in ws})
+    samples = [w.get("training_samples", 0) for w in ws]
     local = (f"z {min(noises):.3f}..{max(noises):.3f}, q {min(rates):.4f}..{max(rates):.4f}, "
-             f"steps {'/'.join(map(str, steps))}")
-    mechanism = {"none": "no DP", "local": "DP-SGD, Poisson (amplified), per message",
+             f"steps {'/'.join(map(str, steps))}, N {min(samples)}..{max(samples)}")
+    unit = _unit(cell)
+    mechanism = {"none": "no DP", "local": f"DP-SGD, Poisson (amplified), per {unit}",
                  "central": "DP-FedAvg, fixed cohort (q = 1), per workspace",
-                 "both": "DP-SGD per message + DP-FedAvg per workspace"}[c["dp_mode"]]
+                 "both": f"DP-SGD per {unit} + DP-FedAvg per workspace"}[c["dp_mode"]]
+    if cell.get("opted_out"):
+        mechanism += f"; held opted out: {', '.join(cell['opted_out'])}"
     central_text = "—" if central is None else (f"z {central['noise_multiplier']:.3f}, C {central['clipping_norm']:g}, "
                                                 f"{central['releases']}")
-    central_eps = "—" if central is None else _eps(cell["epsilon"]["central"])
-    return (f"| {c['id']} | {mechanism} | {local} | {central_text} | {_eps(cell['epsilon']['local'])} | "
+    central_eps = "—" if central is None else figure(cell["epsilon"]["central"])
+    return (f"| {c['id']} | {mechanism} | {local} | {central_text} | {figure(cell['epsilon']['local'])} | "
             f"{central_eps} | {cell['rounds'][-1]['eval_accuracy']:.4f} | {cell['seconds']:.0f} |")
 
 
@@ -361,23 +407,8 @@ def _rates(cells: list[dict[str, Any]]) -> str:
     return ", ".join(format(q, "g") for q in rates) or "?"
 
 
-def _eps(value: float) -> str:
-    return "∞" if math.isinf(value) else f"{value:.3f}"
-
-
 def _text(value: float) -> str | float:
     return "inf" if math.isinf(value) else value
-
-
-def _floats(value: Any) -> Any:
-    """JSON has no ∞: the cells write ``"inf"``; read it back as a float."""
-    if value == "inf":
-        return math.inf
-    if isinstance(value, dict):
-        return {k: _floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_floats(v) for v in value]
-    return value
 
 
 def _save(fig: Any, path: Path) -> Path:

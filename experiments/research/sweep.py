@@ -4,7 +4,8 @@ Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
 
 - ``sweep.toml``: the sweep file as given (a resumed sweep must be given the same one);
 - ``datasets/<name>/``: each dataset's workspaces (data only), copied fresh into every cell;
-- ``cells/<cell>/``: ``workspaces/`` (that cell's policies, ledgers, audit logs), ``run/`` (the server's
+- ``cells/<cell>/``: ``workspaces/`` (that cell's copies of the data, with their policies, ledgers and audit
+  logs; opted-out workspaces hold refusals only), ``run/`` (the server's
   ``metrics.json`` and audit log, with the node-local figures read back from the workspaces' audit logs:
   ``experiments.runners.node_metrics``), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
   its canary audit: ``experiments.research.canary_audit``), written last and atomically. Its per-round held-out
@@ -21,7 +22,6 @@ so a configuration problem stops the sweep before any training.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -44,10 +44,11 @@ from experiments.research.report import CELL_METRICS, write_report
 from experiments.runners.results import load_metrics, new_run_dir, write_config
 from experiments.research.sweep_cells import CellPlan, build_dataset, prepare_cell
 from experiments.research.sweep_config import SweepConfig, load_sweep
-from federated.errors import ConfigError
+from federated import json_numbers
+from federated.errors import ConfigError, PrivacyError
 from federated.inprocess import Observer
 from federated.privacy.accounting import epsilon
-from federated.privacy.ledger import LEDGER_FILE, Ledger
+from federated.privacy.ledger import LEDGER_FILE, Ledger, Release
 
 log = logging.getLogger("optin.sweep")
 
@@ -129,7 +130,7 @@ def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = Non
         summary["audit"] = audit_model(sweep.audit, plan.canaries, plan.run_config, final, sweep.delta, claim)
     path = plan.folder / CELL_METRICS
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_safe(summary), indent=2), encoding="utf-8")
+    tmp.write_text(json_numbers.dumps(summary), encoding="utf-8")
     tmp.replace(path)
     log.info("cell %s finished in %.1f s: held-out accuracy %s (node-local)", plan.cell.id, summary["seconds"],
              summary["rounds"][-1]["eval_accuracy"])
@@ -141,16 +142,19 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
     delta, accountant = sweep.delta, sweep.accountant
     workspaces = []
     for w in plan.workspaces:
-        path = w.folder / LEDGER_FILE
-        releases = []
-        if path.exists():
-            with Ledger(path) as ledger:
-                releases = ledger.releases()
+        releases = _releases(w.folder)
+        if w.opted_out:
+            if releases:
+                raise PrivacyError(f"cell {plan.cell.id}: workspace {w.name!r} was held opted out but its ledger "
+                                   f"records {len(releases)} release(s)")
+            continue
         history = [(r.noise_multiplier, r.sample_rate, r.steps) for r in releases]
         workspaces.append({
-            "name": w.name, "messages": w.messages, "canaries": w.canaries, "sample_rate": w.sample_rate,
-            "steps_planned": w.steps,
-            "noise_multiplier": w.policy.noise_multiplier, "policy_max_epsilon": w.policy.max_epsilon,
+            "name": w.name, "privacy_unit": w.policy.privacy_unit, "training_samples": w.training_samples,
+            "canaries": w.canaries, "sample_rate": w.sample_rate, "steps_planned": w.steps,
+            "noise_multiplier": w.policy.noise_multiplier,
+            "noise_multipliers_run": sorted({r.noise_multiplier for r in releases}),
+            "policy_max_epsilon": w.policy.max_epsilon,
             "epsilon_calibrated": w.local.epsilon if w.local else math.inf,
             "releases": len(releases), "steps_run": sum(r.steps for r in releases),
             "epsilon_ledger_rdp": releases[-1].epsilon_total if releases else 0.0,
@@ -167,13 +171,21 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
                    "epsilon_calibrated": plan.central.epsilon,
                    "epsilon_server_rdp": released[-1]["central-epsilon"] if released else 0.0,
                    "epsilon": epsilon([(plan.central.noise_multiplier, 1.0, count)], delta, accountant) if count
-                   else 0.0}
+                   else 0.0,
+                   # Below 1, the noise outweighs the update it carries (server.central_dp): the report warns.
+                   "signal_to_noise": [float(m["central-signal-to-noise"]) for m in released]}
     return {
         "cell": {"id": plan.cell.id, "dataset": plan.cell.dataset, "dp_mode": plan.cell.dp_mode,
-                 "target_epsilon": plan.cell.target_epsilon, "seed": plan.cell.seed},
+                 "privacy_unit": plan.cell.privacy_unit, "target_epsilon": plan.cell.target_epsilon,
+                 "seed": plan.cell.seed},
         "sweep": {"name": sweep.name, "accountant": accountant, "delta": delta, "run_mode": sweep.run_mode},
         "run_config": plan.run_config.to_mapping(),
+        "local_noise": {"noise_multiplier": plan.run_config.noise_multiplier,
+                        "delivery": "the run config's noise-multiplier (what the server asks every node for) and "
+                                    "each consenting policy's noise_multiplier floor; noise_multipliers_run: what "
+                                    "each node's ledger recorded"},
         "workspaces": workspaces,
+        "opted_out": [w.name for w in plan.workspaces if w.opted_out],
         "central": central,
         "epsilon": {"local": max(w["epsilon"] for w in workspaces),
                     "central": None if central is None else central["epsilon"]},
@@ -186,6 +198,15 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
                    "means over the evaluating workspaces; mean over the training ones), which the server never sees",
         "seconds": seconds,
     }
+
+
+def _releases(folder: Path) -> list[Release]:
+    """The releases a workspace copy's ledger records (none if its node never opened it)."""
+    path = folder / LEDGER_FILE
+    if not path.exists():
+        return []
+    with Ledger(path) as ledger:
+        return ledger.releases()
 
 
 def _claim(canaries: CanaryPlan, dp_mode: str, summary: dict[str, Any], sweep: SweepConfig) -> tuple[float, str]:
@@ -223,15 +244,3 @@ def _log_to(path: Path) -> Iterator[None]:
             logger.handlers, logger.propagate = handlers, propagate
             logger.setLevel(level)
         handler.close()
-
-
-def _json_safe(value: Any) -> Any:
-    """JSON has no ∞: write it as ``"inf"`` (``experiments.research.report`` reads it back)."""
-    if isinstance(value, float) and math.isinf(value):
-        return "inf"
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    return value
-

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from experiments.formatting import figure
 from experiments.runners.in_process import make_synthetic_federation, run_federation
 from experiments.runners.node_metrics import round_figures, workspace_figures
 from experiments.runners.results import load_metrics, log_to_file, new_run_dir, plot_rounds, write_config
@@ -90,8 +91,8 @@ def print_demo(result: DemoResult, console: Console) -> None:
     for r in result.metrics["rounds"]:
         figures = local.get(int(r["round"]), {})
         rounds.add_row(str(r["round"]), str(len(r["trained"])), str(len(r["skipped"])),
-                       _fmt(figures.get("train-loss")), _fmt(figures.get("eval-loss")),
-                       _fmt(figures.get("eval-accuracy")))
+                       figure(figures.get("train-loss")), figure(figures.get("eval-loss")),
+                       figure(figures.get("eval-accuracy")))
     console.print(rounds)
 
     nodes = sorted(result.metrics["nodes"].items(), key=lambda kv: int(kv[0]))
@@ -105,21 +106,20 @@ def print_demo(result: DemoResult, console: Console) -> None:
     for node_id, entry in nodes:
         name = result.names.get(node_id, f"node {node_id}")
         last = _last_evaluation(workspace_figures(result.metrics, name))
-        workspaces.add_row(name, entry.get("consent", "?"), str(entry["rounds_joined"]), _fmt(entry["epsilon"]),
-                           *((_fmt(entry["delta"], "g"),) if not shared else ()),
-                           str(last["held-out"]) if last else "-", _fmt(last.get("eval-accuracy") if last else None))
+        workspaces.add_row(name, entry.get("consent", "?"), str(entry["rounds_joined"]), figure(entry["epsilon"]),
+                           *((figure(entry["delta"], "g"),) if not shared else ()),
+                           str(last["held-out"]) if last else "-", figure(last.get("eval-accuracy") if last else None))
     console.print(workspaces)
     console.print("Losses and accuracies: each workspace's own figures, read from its audit log (this demo holds "
                   "every workspace); nodes send none of them to the server.", soft_wrap=True)
-    console.print(f"Results: {result.run_dir}  (metrics.json, audit.jsonl, config.toml, run.log, plots/accuracy.png)",
-                  soft_wrap=True)
+    console.print(f"Results: {result.run_dir}  (metrics.json, audit.jsonl, config.toml, run.log, plots/accuracy.png, "
+                  "model.safetensors + model.json: the final global model)", soft_wrap=True)
+    if result.metrics["config"]["task"] == "nextchar":  # completion needs a next-character model
+        console.print(f"Try it: optin complete {result.run_dir} --prefix \"see you \"", soft_wrap=True,
+                      highlight=False)
 
 
 def _last_evaluation(rounds: dict[int, dict[str, Any]]) -> dict[str, Any] | None:
     """The workspace's figures of the last round it evaluated in, if any."""
     evaluated = [n for n, f in rounds.items() if "eval-accuracy" in f]
     return rounds[max(evaluated)] if evaluated else None
-
-
-def _fmt(value: float | None, spec: str = ".3f") -> str:
-    return "-" if value is None else format(value, spec)

@@ -30,7 +30,8 @@ What :func:`run_flower_simulation` guarantees:
   Zombies (already dead, waiting to be reaped by their parent or init) are not
   counted. Process discovery reads ``/proc``, so this guarantee holds on Linux.
 - **Success means success.** The function returns only when Flower reports the
-  run as ``finished:completed`` and ``<results-dir>/metrics.json`` exists;
+  run as ``finished:completed`` and the ServerApp wrote ``<results-dir>/metrics.json``
+  and the final model's card ``model.json`` (``federated.tasks.model_file``) in this run;
   otherwise it raises :class:`FlowerRunError` naming the reason and the log.
 - **Node-local figures.** The caller holds every workspace folder, so after a
   completed run ``metrics.json`` gets the figures each node kept in its audit log
@@ -67,6 +68,7 @@ from experiments.runners.processes import (
 )
 from federated.config import RunConfig
 from federated.errors import ConfigError, OptinError
+from federated.tasks.model_file import CARD_FILE
 
 log = logging.getLogger("optin.flower_sim")
 
@@ -128,7 +130,8 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
     and kept (for its SuperLink log) after a failed one; a given ``flwr_home`` is kept (its ``config.toml``
     is overwritten) and must have no live processes from an earlier run.
 
-    Returns the results folder, which holds ``metrics.json``. Raises ``ConfigError`` for a bad argument and
+    Returns the results folder, which holds ``metrics.json`` and the final model (``model.safetensors``,
+    ``model.json``). Raises ``ConfigError`` for a bad argument and
     ``FlowerRunError`` when the run fails, exceeds ``timeout``, or a process of it cannot be stopped. See
     the module docstring for the guarantees on isolation, time and cleanup.
     """
@@ -156,8 +159,9 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
     results.mkdir(parents=True, exist_ok=True)
     # Flower's processes do not run in this working directory: hand them absolute paths.
     config = replace(config, workspaces_root=str(Path(config.workspaces_root).resolve()), results_dir=str(results))
-    metrics = results / "metrics.json"
-    metrics.unlink(missing_ok=True)
+    metrics, card = results / "metrics.json", results / CARD_FILE
+    for stale in (metrics, card):  # an earlier run's file must not pass for this run's
+        stale.unlink(missing_ok=True)
 
     http_port, control_port = free_ports(2)
     _write_flower_config(home, http_port)
@@ -203,8 +207,9 @@ def run_flower_simulation(config: RunConfig, *, num_supernodes: int | None = Non
         if status != COMPLETED:
             raise FlowerRunError(f"flwr run {run_id}: status {status!r} ({details}); log {log_path}"
                                  f"{log_tail(log_path)}")
-        if not metrics.is_file():
-            raise FlowerRunError(f"flwr run {run_id} completed but wrote no {metrics}; log {log_path}")
+        for written in (metrics, card):
+            if not written.is_file():
+                raise FlowerRunError(f"flwr run {run_id} completed but wrote no {written}; log {log_path}")
         served = folders[:num_supernodes]
         merge_node_local(metrics, served, _logged_run_id(run_id, served))
         log.info("flwr run %s: %s in %.1f s; results in %s", run_id, status, elapsed, results)

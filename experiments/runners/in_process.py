@@ -45,9 +45,10 @@ def run_federation(folders: Sequence[Path], config: RunConfig,
                    observer: Observer | None = None) -> dict[int, Path]:
     """Run Optin's ServerApp and ClientApp in process; returns which node id served which folder.
 
-    With ``results-dir`` set, the run's ``metrics.json`` also gets the node-local figures (held-out loss and
-    accuracy, training loss) read back from the workspaces' audit logs (``experiments.runners.node_metrics``): this
-    caller holds every folder, which a deployment's server never does.
+    With ``results-dir`` set, the ServerApp writes ``metrics.json`` and the final global model (``model.safetensors``
+    and ``model.json``, ``federated.tasks.model_file``) there, and ``metrics.json`` also gets the node-local figures
+    (held-out loss and accuracy, training loss) read back from the workspaces' audit logs
+    (``experiments.runners.node_metrics``): this caller holds every folder, which a deployment's server never does.
     """
     grid = run_in_process(server_app, client_app, [{"workspace": str(f)} for f in folders], config.to_mapping(),
                           observer=observer)

@@ -22,13 +22,13 @@ figures never leave the nodes; nothing here is what a server can see.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from federated import json_numbers
 from federated.audit import AUDIT_FILE, read_entries
 
 log = logging.getLogger("optin.node_metrics")
@@ -59,11 +59,11 @@ def collect_node_local(folders: Sequence[Path], run_id: str, node_ids: Mapping[P
 def merge_node_local(metrics_path: Path, folders: Sequence[Path], run_id: str,
                      node_ids: Mapping[Path, int] | None = None) -> dict[str, Any]:
     """Add the ``"node_local"`` section to the run's ``metrics.json`` (rewritten atomically); return the whole."""
-    metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics = json_numbers.loads(metrics_path.read_text(encoding="utf-8"))
     server_rounds = [int(r["round"]) for r in metrics.get("rounds", [])]
     metrics[NODE_LOCAL_KEY] = collect_node_local(folders, run_id, node_ids, server_rounds)
     tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2), encoding="utf-8")
+    tmp.write_text(json_numbers.dumps(metrics), encoding="utf-8")
     tmp.replace(metrics_path)
     return metrics
 

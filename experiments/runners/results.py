@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ import matplotlib
 import tomli_w
 
 from experiments.runners.node_metrics import node_local
+from federated import json_numbers
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,7 +31,10 @@ def new_run_dir(results_root: Path, experiment: str) -> Path:
 
 
 def load_metrics(run_dir: Path) -> dict[str, Any]:
-    return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    return json_numbers.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+
+
+_LOSS_UNIT = {"nextchar": "nats per byte"}
 
 
 def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
@@ -42,12 +45,14 @@ def plot_rounds(metrics: dict[str, Any], path: Path) -> Path:
     are left out.
     """
     rounds = [r for r in node_local(metrics)["rounds"] if r["eval-accuracy"] is not None]
+    task = metrics.get("config", {}).get("task", "nextchar")
     xs = [r["round"] for r in rounds]
     fig, (acc, loss) = plt.subplots(1, 2, figsize=(9, 3.5))
     acc.plot(xs, [r["eval-accuracy"] for r in rounds], marker="o")
-    acc.set(xlabel="round", ylabel="next-char accuracy", title="Held-out accuracy (node-local)")
+    acc.set(xlabel="round", ylabel="accuracy", title="Held-out accuracy (node-local)")
     loss.plot(xs, [r["eval-loss"] for r in rounds], marker="o", color="tab:red")
-    loss.set(xlabel="round", ylabel="cross-entropy (nats/char)", title="Held-out loss (node-local)")
+    loss.set(xlabel="round", ylabel=f"cross-entropy ({_LOSS_UNIT.get(task, 'nats per sample')})",
+             title="Held-out loss (node-local)")
     for ax in (acc, loss):
         ax.grid(alpha=0.3)
         ax.set_xticks(xs)

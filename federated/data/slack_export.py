@@ -83,7 +83,7 @@ def read_slack_export(path: Path, *, name: str | None = None, skip_bad_files: bo
 
     Kept messages: ``"type" == "message"``, no ``"subtype"`` or one in
     ``keep_subtypes`` (joins, leaves, topic changes, bot posts ... are skipped
-    as ``"subtype:<name>"``), not from a bot (a ``bot_id``, a users.json
+    as ``"subtype:<name>"``), not from a bot (a ``bot_id`` that is set, not null; a users.json
     ``is_bot`` member, Slackbot: ``"bot"``), with a ``"user"`` (``"no_user"``)
     and text that is not blank (``"empty_text"``); other types are
     ``"not_message"``. Edited messages are kept with their final text;
@@ -207,7 +207,8 @@ def _parse_message(entry: Any, channel: str, day_file: Path, index: int, rules: 
     if subtype is not None and subtype not in rules.keep_subtypes:
         return f"subtype:{subtype}"
     user = entry.get("user")
-    if "bot_id" in entry or (isinstance(user, str) and user in rules.bots):
+    # Slack writes "bot_id": null on people's file shares: only a bot id that is set marks a bot.
+    if entry.get("bot_id") not in (None, "") or (isinstance(user, str) and user in rules.bots):
         return "bot"
     if not isinstance(user, str) or not user:
         return "no_user"

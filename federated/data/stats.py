@@ -20,8 +20,8 @@ from federated.errors import DataError
 class WorkspaceStats:
     """Counts for one workspace; ``characters`` are unicode code points of the message texts.
 
-    ``skipped_entries`` counts entries not kept (all reasons); ``skipped_files``
-    lists the files not read and why.
+    ``skipped_entries`` counts entries not kept (all reasons), ``skipped_by_reason`` per reason;
+    ``skipped_files`` lists the files not read and why.
     """
 
     name: str
@@ -32,29 +32,41 @@ class WorkspaceStats:
     characters: int
     skipped_entries: int
     skipped_files: tuple[SkippedFile, ...]
+    skipped_by_reason: dict[str, int]
 
 
 def find_workspaces(path: Path) -> list[tuple[str, Path]]:
     """(name, data folder) of each workspace at ``path``, in name order.
 
-    ``path`` may be one workspace folder (it has ``data/``), a folder of
-    workspace folders, or a data folder itself. Raises ``DataError`` if it is
-    none of these.
+    ``path`` may be one workspace folder (it has ``data/``), a data folder itself (a Slack export, an IRC
+    manifest, JSONL files), or a folder whose children are either (workspace folders and raw exports may be
+    mixed; other children are ignored). Raises ``DataError`` if it is none of these.
     """
     path = Path(path)
     if not path.is_dir():
         raise DataError(f"{path}: not a folder")
     if (path / DATA_FOLDER).is_dir():
         return [(path.name, path / DATA_FOLDER)]
-    children = sorted(p for p in path.iterdir() if (p / DATA_FOLDER).is_dir())
-    if children:
-        return [(p.name, p / DATA_FOLDER) for p in children]
+    if _is_data_folder(path):
+        return [(path.name, path)]
+    found = []
+    for child in sorted(p for p in path.iterdir() if p.is_dir()):
+        if (child / DATA_FOLDER).is_dir():
+            found.append((child.name, child / DATA_FOLDER))
+        elif _is_data_folder(child):
+            found.append((child.name, child))
+    if not found:
+        raise DataError(f"{path}: no workspace found; expected a workspace folder (with {DATA_FOLDER}/), "
+                        f"a data folder (Slack export, IRC manifest, JSONL), or a folder of either")
+    return found
+
+
+def _is_data_folder(path: Path) -> bool:
     try:
         detect_layout(path)
     except DataError:
-        raise DataError(f"{path}: no workspace found; expected a workspace folder (with {DATA_FOLDER}/), "
-                        f"a folder of workspace folders, or a data folder") from None
-    return [(path.name, path)]
+        return False
+    return True
 
 
 def workspace_stats(path: Path, *, scrub: bool | ScrubOptions = True,
@@ -74,5 +86,6 @@ def workspace_stats(path: Path, *, scrub: bool | ScrubOptions = True,
             characters=sum(len(m.text) for m in ws.messages),
             skipped_entries=report.total_skipped,
             skipped_files=report.skipped_files,
+            skipped_by_reason=dict(report.skipped),
         ))
     return stats

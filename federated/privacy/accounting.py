@@ -48,27 +48,24 @@ import numbers
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from opacus.accountants import PRVAccountant, RDPAccountant
-from opacus.accountants.accountant import IAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
-from opacus.accountants.analysis.prv import (
-    Domain,
-    PoissonSubsampledGaussianPRV,
-    TruncatedPrivacyRandomVariable,
-    compose_heterogeneous,
-    compute_safe_domain_size,
-    discretize,
-)
 
 from federated.errors import PrivacyError
+from federated.privacy.rdp_analysis import ORDERS
+from federated.privacy.rdp_analysis import rdp as rdp_analysis
 from federated.privacy.rdp_curves import CurveFolder, compute_curve
+
+if TYPE_CHECKING:
+    from opacus.accountants.accountant import IAccountant
+    from opacus.accountants.analysis.prv import Domain
 
 Step = tuple[float, float, int]
 """One run of identical steps: (noise_multiplier, sample_rate, steps)."""
 
-ACCOUNTANTS: dict[str, type[IAccountant]] = {"rdp": RDPAccountant, "prv": PRVAccountant}
+ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
+"""Opacus' RDP and PRV accountants, by the names runs and ledgers use."""
 
 MAX_NOISE = 1e6
 """Noise multipliers above this are accounted as this (an upper bound; Opacus' ``MAX_SIGMA``)."""
@@ -87,8 +84,10 @@ _LONGDOUBLE_EPS = float(np.finfo(np.longdouble).eps)
 
 def make_accountant(name: str = "rdp", history: Iterable[Step] = ()) -> IAccountant:
     """An Opacus accountant of kind ``name`` that has already seen ``history`` (no edge rules applied)."""
+    from opacus.accountants import PRVAccountant, RDPAccountant  # torch: only where an accountant object is needed
+
     check_accountant(name)
-    accountant = ACCOUNTANTS[name]()
+    accountant = {"rdp": RDPAccountant, "prv": PRVAccountant}[name]()
     accountant.history = [(float(z), float(q), int(t)) for z, q, t in history]
     return accountant
 
@@ -144,7 +143,7 @@ def _rdp_epsilon(history: Sequence[Step], delta: float) -> float:
     rdp = sum(_rdp_per_step(z, q) * float(t) for z, q, t in history)
     with warnings.catch_warnings():  # "optimal order is the largest alpha": a looser bound, still an upper bound
         warnings.simplefilter("ignore", UserWarning)
-        eps, _ = rdp_analysis.get_privacy_spent(orders=RDPAccountant.DEFAULT_ALPHAS, rdp=rdp, delta=delta)
+        eps, _ = rdp_analysis.get_privacy_spent(orders=list(ORDERS), rdp=rdp, delta=delta)
     return float(eps)
 
 
@@ -177,6 +176,8 @@ def _prv_domain(history: Sequence[Step], delta: float) -> Domain | None:
     Half-width ``L`` from ``compute_safe_domain_size``, mesh ``eps_error / sqrt(T log(12 / delta_error) / 2)``
     with ``delta_error = delta / 1000``.
     """
+    from opacus.accountants.analysis.prv import Domain, PoissonSubsampledGaussianPRV, compute_safe_domain_size
+
     delta_error = delta / 1000
     if delta_error <= 0:
         return None
@@ -198,6 +199,13 @@ def _prv_domain(history: Sequence[Step], delta: float) -> Domain | None:
 def _prv_epsilon(history: Sequence[Step], delta: float) -> float:
     """Exactly ``PRVAccountant.get_epsilon(delta)`` (Opacus 1.6: same domain, discretization, composition and
     upper end of the error interval), after checking that its grid is computable (else ``PrivacyError``)."""
+    from opacus.accountants.analysis.prv import (
+        PoissonSubsampledGaussianPRV,
+        TruncatedPrivacyRandomVariable,
+        compose_heterogeneous,
+        discretize,
+    )
+
     mechanism = f"{sum(t for _, _, t in history)} step(s) {_describe(history)}"
     hint = "use the rdp accountant (--accountant rdp), which handles every valid input"
     if delta / 1000 == 0:  # Opacus divides by delta_error = delta / 1000

@@ -23,6 +23,10 @@ Fields (all optional; a missing file is the same as an empty one, except for the
   the server cannot choose or shift the split; changing this field re-draws which messages are held out.
 - ``max_grad_norm`` (float > 0, optional): a ceiling; the node uses min(server's, this).
 - ``expires`` (TOML date or datetime, optional): from then on consent is off.
+- ``label`` (optional; up to 64 letters, digits, ``.``, ``_``, ``-``): a name for this workspace that its
+  node sends with every consent answer, so the federation's results (``metrics.json``) can name it beside
+  its random node id. Empty or absent: no name is sent. It is the operator's own text, never derived from
+  the messages; set it only if the federation may know which workspace this is.
 - ``[scope]`` ``tasks`` and ``federations`` (lists of names, ``"*"`` for any; default ``["*"]``).
 """
 
@@ -39,6 +43,7 @@ from typing import Any
 
 from federated.errors import PolicyError
 from federated.limits import POLICY_MAX_BYTES, shown
+from federated.protocol import LABEL
 from federated.safe_files import read_text
 
 log = logging.getLogger("optin.privacy.policy")
@@ -72,6 +77,7 @@ class Policy:
     max_grad_norm: float | None = None
     expires: dt.datetime | None = None
     scope: Scope = field(default_factory=Scope)
+    label: str = ""
 
     def expired(self, now: dt.datetime) -> bool:
         return self.expires is not None and now >= self.expires
@@ -111,7 +117,7 @@ def read_policy(path: Path) -> Policy:
 def parse_policy(raw: Mapping[str, Any], source: str) -> Policy:
     """Validate a parsed policy table; ``PolicyError`` names ``source``, the field, the value and what was expected."""
     allowed = {"consent", "max_epsilon", "delta", "privacy_unit", "max_messages_per_member", "noise_multiplier",
-               "held_out_fraction", "max_grad_norm", "expires", "scope"}
+               "held_out_fraction", "max_grad_norm", "expires", "scope", "label"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise PolicyError(f"{source}: unknown key(s) {shown(unknown)}; expected only {sorted(allowed)}")
@@ -136,11 +142,13 @@ def parse_policy(raw: Mapping[str, Any], source: str) -> Policy:
     held_out = get("held_out_fraction", lambda v: number(v) and 0 < v < 1, "a number in (0, 1)", 0.2)
     clip = get("max_grad_norm", lambda v: number(v) and v > 0, "a number > 0", None)
     expires = get("expires", lambda v: isinstance(v, (dt.date, dt.datetime)), "a TOML date or date-time", None)
+    label = get("label", lambda v: isinstance(v, str) and LABEL.fullmatch(v) is not None,
+                "up to 64 letters, digits, '.', '_' or '-' (starting with a letter or digit)", "")
     return Policy(consent=consent, max_epsilon=float(max_epsilon), delta=float(delta), privacy_unit=unit,
                   max_messages_per_member=per_member, noise_multiplier=float(noise),
                   held_out_fraction=float(held_out),
                   max_grad_norm=None if clip is None else float(clip), expires=_as_utc(expires),
-                  scope=_scope(raw.get("scope", {}), source))
+                  scope=_scope(raw.get("scope", {}), source), label=label)
 
 
 def decide_consent(path: Path, task: str, federation: str, now: dt.datetime | None = None) -> ConsentDecision:
@@ -177,6 +185,8 @@ def render_policy(policy: Policy) -> str:
         lines.append(f"max_grad_norm = {_toml(policy.max_grad_norm)}")
     if policy.expires is not None:
         lines.append(f"expires = {policy.expires.isoformat()}")
+    if policy.label:
+        lines.append(f"label = {_toml(policy.label)}")
     lines += ["", "[scope]", f"tasks = {_toml(list(policy.scope.tasks))}",
               f"federations = {_toml(list(policy.scope.federations))}"]
     return "\n".join(lines) + "\n"

@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from opacus.accountants import RDPAccountant
-from opacus.accountants.analysis import rdp as rdp_analysis
 
-ORDERS = tuple(RDPAccountant.DEFAULT_ALPHAS)
+from federated.privacy.rdp_analysis import ORDERS
+from federated.privacy.rdp_analysis import rdp as rdp_analysis
 
 
 def compute_curve(noise_multiplier: float, sample_rate: float) -> np.ndarray:

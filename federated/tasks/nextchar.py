@@ -4,7 +4,7 @@ Vocabulary: the 256 UTF-8 byte values plus BOS and PAD. It is fixed and public,
 so nothing about any workspace's text is revealed by it.
 
 One sample is one message: its first ``seq_len`` bytes, predicted one byte at a
-time from the bytes before it. Longer messages are truncated, so each message
+time from the bytes before it. Only the message's text enters its sample. Longer messages are truncated, so each message
 contributes exactly one sample and message-level DP clips exactly one gradient
 per message. For member-level DP, ``encode_groups`` packs up to ``k`` messages of
 one member into one sample of ``k * seq_len`` positions; the model treats each
@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+
+from federated.data.records import ChatMessage
 
 BOS = 256
 PAD = 257
@@ -121,11 +123,19 @@ class NextCharTask:
             torch.manual_seed(seed)
             return CharTransformer(self.seq_len, self.shape)
 
-    def encode(self, texts: Sequence[str]) -> TensorDataset:
-        return self.encode_groups([[text] for text in texts], per_group=1)
+    def encode(self, messages: Sequence[ChatMessage]) -> TensorDataset:
+        return self.encode_texts([m.text for m in messages])
 
-    def encode_groups(self, groups: Sequence[Sequence[str]], per_group: int) -> TensorDataset:
+    def encode_groups(self, groups: Sequence[Sequence[ChatMessage]], per_group: int) -> TensorDataset:
         """One sample per group of at most ``per_group`` messages (extra messages are an error, not dropped)."""
+        return self.encode_text_groups([[m.text for m in group] for group in groups], per_group)
+
+    def encode_texts(self, texts: Sequence[str]) -> TensorDataset:
+        """One sample per text: what ``encode`` makes of messages with these texts."""
+        return self.encode_text_groups([[text] for text in texts], per_group=1)
+
+    def encode_text_groups(self, groups: Sequence[Sequence[str]], per_group: int) -> TensorDataset:
+        """One sample per group of at most ``per_group`` texts (extra texts are an error, not dropped)."""
         t = self.seq_len
         # Built in NumPy and handed to torch once: per-message torch tensors cost ~10x more on small workspaces.
         inputs = np.full((len(groups), per_group * t), PAD, dtype=np.int64)
@@ -159,7 +169,7 @@ class NextCharTask:
         model.eval()
         scores = []
         for start in range(0, len(texts), batch_size):
-            inputs, targets = self.encode(texts[start:start + batch_size]).tensors
+            inputs, targets = self.encode_texts(texts[start:start + batch_size]).tensors
             logits = model(inputs)
             per_token = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=IGNORE, reduction="none")
             scores.append(per_token.sum(dim=1).double().numpy())

@@ -80,7 +80,7 @@ def pretrain(corpus: Path, partitions: Sequence[str] = PRETRAIN_PARTITIONS, step
             raise ConfigError(f"{name}: expected a positive value, got {value}")
     texts, files = public_texts(corpus, partitions)
     task = NextCharTask(seq_len=seq_len, shape=shape)
-    inputs, targets = task.encode(texts).tensors
+    inputs, targets = task.encode_texts(texts).tensors
     model = task.build_model(seed)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)

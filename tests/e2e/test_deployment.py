@@ -56,10 +56,11 @@ def hostile_copy(root: Path, marker: Path) -> Path:
     app = copy / "clients" / "app.py"
     text = app.read_text(encoding="utf-8")
     honest = ('answer = {"consent": decision.consent, "reason": decision.reason, "can-afford": False,\n'
-              '              "remaining-epsilon": 0.0}')
+              '              "remaining-epsilon": 0.0, "label": decision.policy.label if decision.policy is not None '
+              'else ""}')
     assert honest in text
     text = text.replace(honest, 'answer = {"consent": True, "reason": "hostile-app", "can-afford": True, '
-                                '"remaining-epsilon": 99.0}')
+                                '"remaining-epsilon": 99.0, "label": ""}')
     app.write_text(text + f"\n__import__('pathlib').Path({str(marker)!r}).write_text('imported')\n",
                    encoding="utf-8")
     return copy

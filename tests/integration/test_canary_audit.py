@@ -1,6 +1,6 @@
 """Canary audit end to end: without DP a planted secret is exposed in the global model another workspace
-receives, with DP at a small ε it stays near chance; canaries never reach a file; a lower bound above the
-claimed ε fails the audit loudly."""
+receives, with DP at a small ε it stays near chance; the shipped audit config has power (a positive one-run
+bound without DP); canaries never reach a file; a lower bound above the claimed ε fails the audit loudly."""
 
 from __future__ import annotations
 
@@ -86,6 +86,28 @@ def test_without_dp_the_canary_is_exposed_with_dp_it_stays_near_chance(audited: 
     assert "## Empirical privacy audit (canaries)" in report and "FAILED" not in report
 
 
+def test_the_shipped_audit_config_gives_a_positive_bound_and_clear_exposure_without_dp(tmp_path: Path) -> None:
+    """The no-DP cell of experiments/configs/audit_canaries.toml (about 50 s on 1 thread): the audit has power."""
+    shipped = (Path(__file__).parents[2] / "experiments/configs/audit_canaries.toml").read_text(encoding="utf-8")
+    grid = "target-epsilons = [inf, 8.0, 1.0]"
+    assert grid in shipped
+    config = tmp_path / "audit.toml"
+    config.write_text(shipped.replace(grid, "target-epsilons = [inf]"), encoding="utf-8")
+    result = CliRunner().invoke(app, ["audit", "canaries", str(config), "--results", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "results").iterdir()
+    (cell,) = load_cells(run_dir)
+    audit = cell["audit"]
+    one_run = audit["one_run"]
+    assert (one_run["canaries"], one_run["guesses"]) == (256, 64)
+    # Measured 1.68-3.03 (59-64 of 64 right) in six runs; 0.5 needs 47 right, chance is 32.
+    assert one_run["epsilon_lower_bound"] > 0.5, one_run
+    bits = {e["copies"]: e["bits"] for e in audit["exposure"]}
+    # Measured 13.5-18.9 bits (8 copies) and 19.1-19.9 (32 copies) of at most 19.93; chance 1.44.
+    assert bits[8] > audit["chance_exposure"] + 5 and bits[32] > 12, audit["exposure"]
+    assert not audit["violation"]
+
+
 def test_canaries_never_reach_a_file(audited: tuple[Path, Path]) -> None:
     config, run_dir = audited
     sweep = load_sweep(config, audit=True)
@@ -137,7 +159,7 @@ def _memorize(texts: list[str], run: RunConfig) -> ArrayRecord:
     task = NextCharTask(seq_len=run.seq_len)
     model = task.build_model(run.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    inputs, targets = task.encode(texts).tensors
+    inputs, targets = task.encode_texts(texts).tensors
     for _ in range(150):
         optimizer.zero_grad()
         task.loss(model(inputs), targets).backward()

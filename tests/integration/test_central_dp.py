@@ -1,7 +1,7 @@
 """Central workspace-level DP-FedAvg (server.central_dp) in a real in-process run of Optin's apps.
 
 Checks the mechanism from what crossed the wire: each update clipped to C, the equal-weight average
-of the clipped updates, Gaussian noise of std z·C/m; consent gating intact under Flower's wrapper;
+of the clipped updates, Gaussian noise of std z·C/m; consent gating intact with central DP;
 and the ε the server records per round.
 """
 
@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Context, Message
+from typer.testing import CliRunner
 
 from clients.app import app as client_app
+from experiments.cli.app import app
 from experiments.runners.in_process import make_synthetic_federation, run_federation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
@@ -24,6 +26,7 @@ from federated.errors import ConfigError
 from federated.inprocess import run_in_process
 from federated.privacy.accounting import epsilon
 from federated.privacy.policy import Policy, write_policy
+from federated.tasks.model_file import CARD_FILE
 from server.app import app as server_app
 
 SPEC = SyntheticSpec(num_workspaces=4, seed=8, min_messages=60, max_messages=90)
@@ -84,7 +87,7 @@ def test_released_model_is_the_noised_equal_weight_average_of_clipped_updates(ce
 
 
 @pytest.mark.slow
-def test_the_wrapper_keeps_consent_gating(central_run) -> None:
+def test_central_dp_keeps_consent_gating(central_run) -> None:
     layout, metrics, seen = central_run
     out = str(layout.folders[OPTED_OUT])
     assert not [kind for ws, kind, _, _ in seen if ws == out]  # neither train nor evaluate ever reached it
@@ -104,6 +107,17 @@ def test_central_only_dp_trains_without_local_noise(tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert all(len(r["trained"]) == 4 for r in metrics["rounds"][1:])
     assert metrics["rounds"][-1]["metrics"]["central-epsilon"] == epsilon([(1.0, 1.0, 2)], CONFIG.central_delta)
+    # The saved model's card states the central ε the server's accountant reported, and no local claim.
+    privacy = json.loads((tmp_path / "results" / CARD_FILE).read_text())["privacy"]
+    assert privacy["central"]["epsilon"] == epsilon([(1.0, 1.0, 2)], CONFIG.central_delta)
+    assert privacy["central"]["delta"] == CONFIG.central_delta and "local" not in privacy
+    # Where the workspace's operator looks: the ledger spends ∞ (no local noise) and shows the central claim.
+    shown = CliRunner().invoke(app, ["ledger", "show", "-w", str(folders[0])], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "spent ε = ∞ of ∞" in shown.output
+    claimed = epsilon([(1.0, 1.0, 2)], Policy().delta)
+    assert f"central DP, as the runs stated it: ε = {claimed:.3f} at δ={Policy().delta:g} over 2 round(s)" \
+        in " ".join(shown.output.split())
 
 
 @pytest.mark.parametrize("overrides, fragment", [

@@ -16,7 +16,7 @@ def test_demo_writes_results_and_prints_both_tables(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     (run_dir,) = tmp_path.iterdir()
     assert run_dir.name.endswith("-demo")
-    for name in ("metrics.json", "config.toml", "run.log", "plots/accuracy.png"):
+    for name in ("metrics.json", "config.toml", "run.log", "plots/accuracy.png", "model.safetensors", "model.json"):
         assert (run_dir / name).stat().st_size > 0
     assert (run_dir / "plots/accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Global model per round" in result.output and "Workspaces" in result.output

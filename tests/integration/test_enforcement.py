@@ -215,4 +215,5 @@ def test_member_groups_respect_the_contribution_bound() -> None:
     messages = [ChatMessage(f"{i}.0", "U1" if i % 3 else "U2", "general", f"text {i}") for i in range(1, 30)]
     groups = member_groups(messages, 4, bytes(32))
     assert [len(g) for g in groups] == [4, 4]
-    assert set(groups[0]) <= {m.text for m in messages if m.user == "U1"}
+    assert {m.user for m in groups[0]} == {"U1"} and {m.user for m in groups[1]} == {"U2"}
+    assert set(groups[0]) <= set(messages)

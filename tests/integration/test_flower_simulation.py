@@ -20,6 +20,7 @@ from experiments.runners.in_process import make_synthetic_federation
 from experiments.runners.flower_simulation import SimulationResources, run_flower_simulation
 from federated.config import RunConfig
 from federated.data import SyntheticSpec
+from federated.tasks.model_file import load_model
 
 pytest.importorskip("ray", reason="Flower's Simulation Engine needs flwr[simulation] (Ray)")
 
@@ -59,20 +60,29 @@ def simulated_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, A
     resources = SimulationResources(client_cpus=1, total_cpus=min(2, os.cpu_count() or 1))
     results = run_flower_simulation(config, num_supernodes=SPEC.num_workspaces, resources=resources,
                                     timeout=240, flwr_home=home)
-    return json.loads((results / "metrics.json").read_text(encoding="utf-8")), home
+    return json.loads((results / "metrics.json").read_text(encoding="utf-8")), home, results
 
 
 @pytest.mark.slow
 def test_simulated_run_completes_every_round(simulated_run) -> None:
-    metrics, _ = simulated_run
+    metrics, _, _ = simulated_run
     assert [r["round"] for r in metrics["rounds"]] == list(range(ROUNDS + 1))
     assert metrics["config"]["num-rounds"] == ROUNDS
     assert len(metrics["nodes"]) == SPEC.num_workspaces
 
 
 @pytest.mark.slow
+def test_simulated_run_saves_the_final_global_model(simulated_run) -> None:
+    metrics, _, results = simulated_run
+    loaded = load_model(results)
+    assert loaded.card["run_config"] == metrics["config"]
+    assert loaded.card["rounds"] == {"configured": ROUNDS, "updated": list(range(1, ROUNDS + 1))}
+    assert loaded.card["run_id"] in (results / "flwr-run.log").read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
 def test_opted_out_workspace_is_skipped_with_its_reason_and_never_trains(simulated_run) -> None:
-    metrics, _ = simulated_run
+    metrics, _, _ = simulated_run
     refusing = {node: info for node, info in metrics["nodes"].items() if info["consent"] != "consent-on"}
     assert len(refusing) == 1, metrics["nodes"]
     (out, info), = refusing.items()
@@ -90,7 +100,7 @@ def test_opted_out_workspace_is_skipped_with_its_reason_and_never_trains(simulat
 
 @pytest.mark.slow
 def test_training_through_flower_improves_held_out_accuracy(simulated_run) -> None:
-    metrics, _ = simulated_run
+    metrics, _, _ = simulated_run
     # The nodes' own figures (partition i = i-th sorted folder), read back from their audit logs.
     local = metrics["node_local"]
     first, last = local["rounds"][0], local["rounds"][-1]
@@ -105,7 +115,7 @@ def test_training_through_flower_improves_held_out_accuracy(simulated_run) -> No
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="process discovery reads /proc")
 def test_no_process_of_the_run_survives(simulated_run) -> None:
-    _, home = simulated_run
+    _, home, _ = simulated_run
     assert _live_processes_of(home.resolve()) == []
     # The scan is not vacuous: a process started with that FLWR_HOME is found.
     probe = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],

@@ -33,12 +33,12 @@ def test_round_zero_evaluates_the_checkpoint(tmp_path: Path) -> None:
     first = metrics["rounds"][0]["round"]
     fresh = task.build_model(config.seed)
     for folder in layout.folders:
-        texts = WorkspaceNode(folder).held_out_texts(run, read_policy(folder / POLICY_FILE))
-        expected = task.evaluate(model, task.encode(texts))
+        held_out = task.encode(WorkspaceNode(folder).held_out_messages(run, read_policy(folder / POLICY_FILE)))
+        expected = task.evaluate(model, held_out)
         figures = workspace_figures(metrics, folder.name)[first]
         assert figures["eval-loss"] == pytest.approx(expected["loss"], rel=1e-6)
         assert figures["eval-accuracy"] == pytest.approx(expected["accuracy"], rel=1e-6)
-        assert abs(figures["eval-loss"] - task.evaluate(fresh, task.encode(texts))["loss"]) > 0.1
+        assert abs(figures["eval-loss"] - task.evaluate(fresh, held_out)["loss"]) > 0.1
 
 
 def test_a_checkpoint_for_another_model_stops_the_run(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from federated.inprocess import run_in_process, stamp
 from federated.privacy.ledger import LEDGER_FILE, Ledger
 from server.app import app as server_app
 from server.run_record import RunRecord
-from server.strategy import ConsentAwareFedAvg
+from server.strategy import ConsentAwareFedAvg, TrainingRound
 from tests.conftest import SMALL_CONFIG
 
 
@@ -57,8 +57,7 @@ def test_a_node_crashing_mid_training_does_not_stop_the_round(tmp_path: Path, mo
 def test_missing_replies_are_logged_and_too_few_updates_leave_the_model_unchanged() -> None:
     record = RunRecord(config={})
     strategy = ConsentAwareFedAvg(record, ConfigRecord(), min_train_nodes=2)
-    strategy._sent[1] = ArrayRecord()
-    strategy._sampled[1] = [5, 6]
+    strategy._training[1] = TrainingRound(ArrayRecord(), [5, 6])
     assert strategy.aggregate_train(1, []) == (None, None)
     assert record.round(1).skipped == {5: "no-reply", 6: "no-reply"}
 
@@ -68,12 +67,11 @@ def test_a_node_the_superlink_reports_unavailable_is_skipped_as_not_replying() -
     # SuperLink itself (node id 1) and names the message it stands in for.
     record = RunRecord(config={})
     strategy = ConsentAwareFedAvg(record, ConfigRecord())
-    strategy._sent[1] = ArrayRecord()
-    strategy._sampled[1] = [5, 6]
-    strategy._train_messages[1] = [Message(RecordDict(), node, "train", group_id="1") for node in (5, 6)]
-    for message in strategy._train_messages[1]:
+    messages = [Message(RecordDict(), node, "train", group_id="1") for node in (5, 6)]
+    for message in messages:
         stamp(message, message_id=message.object_id)
-    unavailable = create_message_error_unavailable_res_message(strategy._train_messages[1][0].metadata,
+    strategy._training[1] = TrainingRound(ArrayRecord(), [5, 6], messages)
+    unavailable = create_message_error_unavailable_res_message(messages[0].metadata,
                                                                "node_unavail")
     assert strategy.aggregate_train(1, [unavailable]) == (None, None)
     assert record.round(1).skipped == {5: "no-reply", 6: "no-reply"}

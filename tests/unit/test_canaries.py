@@ -6,13 +6,15 @@ import hashlib
 import json
 import math
 
+import logging
+
 import numpy as np
 import pytest
-from flwr.app import Context, RecordDict
+from flwr.app import ArrayRecord, Context, RecordDict
 from scipy import stats
 
 from clients.workspace_node import CANARIES_KEY, CANARY_CHANNEL, WorkspaceNode
-from experiments.research.canary_audit import AuditSpec, plan_canaries
+from experiments.research.canary_audit import AuditSpec, audit_model, plan_canaries
 from federated.config import RunConfig
 from federated.errors import ConfigError
 from federated.privacy.canaries import CanaryFormat, chance_exposure, estimated_exposure, exact_exposure
@@ -108,7 +110,7 @@ def test_canaries_join_only_the_training_split_in_memory(small_federation) -> No
     assert len(node.training_samples(task, config, policy)) == len(plain.training_samples(task, config, policy)) + 3
     member = Policy(consent=True, privacy_unit="member", max_messages_per_member=2)
     assert len(node.training_samples(task, config, member)) == len(plain.training_samples(task, config, member)) + 3
-    assert node.held_out_texts(config, policy) == plain.held_out_texts(config, policy)
+    assert _held_texts(node, config, policy) == _held_texts(plain, config, policy)
     assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == files_before
     assert CANARY_CHANNEL not in {m.channel for m in plain._split(config, policy)[0]}
     bad = Context(1, 100, {"workspace": str(folder), CANARIES_KEY: "[1, 2]"}, RecordDict(), {})
@@ -122,7 +124,25 @@ def test_score_texts_is_the_summed_next_byte_loss() -> None:
     texts = ["my pin is 1 2 3 4", "hello"]
     scores = task.score_texts(model, texts)
     for text, value in zip(texts, scores):
-        mean_loss = task.evaluate(model, task.encode([text]))["loss"]
+        mean_loss = task.evaluate(model, task.encode_texts([text]))["loss"]
         assert value == pytest.approx(mean_loss * len(text.encode()), rel=1e-5)
     with pytest.raises(ValueError, match="seq_len=32"):
         task.score_texts(model, ["x" * 33])
+
+
+def test_an_audit_that_learns_nothing_without_dp_warns_that_it_has_no_power(caplog: pytest.LogCaptureFixture) -> None:
+    spec = AuditSpec(canary_format=CanaryFormat(length=3), repeats=(1,), one_run_canaries=64, guesses=16)
+    config = RunConfig(seq_len=64)
+    plan = plan_canaries(spec, ["a", "b"], seed=0)
+    untrained = ArrayRecord(NextCharTask(seq_len=64).build_model(config.seed).state_dict())
+    with caplog.at_level(logging.WARNING, logger="optin.canary_audit"):
+        audit = audit_model(spec, plan, config, untrained, 1e-5, (1.0, "a DP claim"))
+    assert audit["one_run"]["epsilon_lower_bound"] == 0 and not caplog.records
+    with caplog.at_level(logging.WARNING, logger="optin.canary_audit"):
+        audit = audit_model(spec, plan, config, untrained, 1e-5, (math.inf, "no DP"))
+    assert audit["one_run"]["epsilon_lower_bound"] == 0 and not audit["violation"]
+    assert "without power" in caplog.text
+
+
+def _held_texts(node: WorkspaceNode, config: RunConfig, policy: Policy) -> list[str]:
+    return [m.text for m in node.held_out_messages(config, policy)]

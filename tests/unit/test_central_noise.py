@@ -5,34 +5,23 @@ The attack: every node receives the run config, seed included. With noise drawn 
 """
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping
+import pytest
+from flwr.app import ArrayRecord
 from flwr.supercore.differential_privacy import compute_stdv
 
-from federated.inprocess import act_as
-from server.central_dp import CentralDPFedAvg
+from server.central_dp import CentralDP
 from server.run_record import RunRecord
-from server.strategy import ConsentAwareFedAvg
 
-act_as(1)
 GLOBAL = ArrayRecord({"w": ArrayRecord([np.zeros(50, dtype=np.float32)])["0"]})
 
 
-def _reply(node_id: int, value: float) -> Message:
-    metrics = MetricRecord({"epsilon": 1.0, "delta": 1e-5, "steps": 3, "sample-rate": 0.1, "noise-multiplier": 1.0,
-                            "max-grad-norm": 1.0, "private": 1})
-    arrays = ArrayRecord({"w": ArrayRecord([np.full(50, value, dtype=np.float32)])["0"]})
-    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=Message(RecordDict(), node_id, "train"))
+def _model(value: float) -> ArrayRecord:
+    return ArrayRecord({"w": ArrayRecord([np.full(50, value, dtype=np.float32)])["0"]})
 
 
 def _release() -> np.ndarray:
-    strategy = ConsentAwareFedAvg(RunRecord(config={"seed": 0}), ConfigRecord())
-    strategy._sent[1] = GLOBAL
-    central = CentralDPFedAvg(strategy, noise_multiplier=1.0, clipping_norm=1.0, delta=1e-5)
-    assert isinstance(central, DifferentialPrivacyServerSideFixedClipping)
-    central.current_arrays = GLOBAL
-    arrays, _ = central.aggregate_train(1, [_reply(1, 0.01), _reply(2, -0.01)])
-    return arrays["w"].numpy()
+    central = CentralDP(noise_multiplier=1.0, clipping_norm=1.0, delta=1e-5, record=RunRecord(config={"seed": 0}))
+    return central(1, GLOBAL, [_model(0.01), _model(-0.01)])["w"].numpy()
 
 
 def test_the_same_round_twice_gets_fresh_noise_that_no_run_seed_reproduces() -> None:
@@ -45,3 +34,19 @@ def test_the_same_round_twice_gets_fresh_noise_that_no_run_seed_reproduces() -> 
         assert not np.allclose(first, guess, atol=1e-3)
     # The noise is still what the accountant assumes: std z * C / m per coordinate.
     assert 0.5 * std < np.std(np.concatenate([first, second])) < 1.5 * std
+
+
+def test_noise_that_drowns_the_update_is_flagged_in_the_log_and_the_record(caplog) -> None:
+    record = RunRecord(config={})
+    central = CentralDP(noise_multiplier=1.0, clipping_norm=1.0, delta=1e-5, record=record)
+    with caplog.at_level("WARNING", logger="optin.server.central_dp"):
+        central(1, GLOBAL, [_model(0.01), _model(0.01)])  # update norm 0.07; noise norm 0.5 * sqrt(50) = 3.5
+    assert record.round(1).metrics["central-signal-to-noise"] == pytest.approx(0.02, rel=0.05)
+    assert "mostly noise" in caplog.text
+
+    quiet = CentralDP(noise_multiplier=1e-3, clipping_norm=1.0, delta=1e-5, record=record)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="optin.server.central_dp"):
+        quiet(2, GLOBAL, [_model(0.1), _model(0.1)])
+    assert record.round(2).metrics["central-signal-to-noise"] > 1
+    assert "mostly noise" not in caplog.text

@@ -83,3 +83,21 @@ def test_synthetic_makes_fresh_workspaces_without_consent_ledger_or_log(tmp_path
     assert "consent is off" in result.output
     again = runner.invoke(app, ["data", "synthetic", "--out", str(tmp_path / "try")])
     assert again.exit_code == 1 and "refusing to write" in again.output  # never over an existing workspace
+
+
+def test_stats_reads_a_folder_of_raw_exports_and_lists_skip_reasons(tmp_path: Path) -> None:
+    """Raw exports (no data/ folder around them) side by side, as a researcher unpacks them."""
+    import shutil
+
+    generate_federation(tmp_path / "ws", SyntheticSpec(num_workspaces=2, min_messages=30, max_messages=30))
+    for folder in sorted((tmp_path / "ws").iterdir()):
+        shutil.copytree(folder / "data", tmp_path / "raw" / folder.name)
+    day = next((tmp_path / "raw" / "ws00-cooking").glob("*/*.json"))
+    entries = json.loads(day.read_text())
+    entries.append({"type": "message", "subtype": "channel_join", "user": "U1", "text": "joined", "ts": "1.0"})
+    day.write_text(json.dumps(entries))
+    result = _invoke("data", "stats", str(tmp_path / "raw"))
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("│")]
+    assert [r.split("│")[1].strip() for r in rows] == ["ws00-cooking", "ws01-devops", "total"]
+    assert "ws00-cooking: skipped entries: subtype:channel_join 1" in result.output

@@ -82,7 +82,7 @@ def test_the_node_only_ever_encodes_scrubbed_text(tmp_path: Path) -> None:
     config, policy = RunConfig(seq_len=64), Policy(consent=True, held_out_fraction=0.25)
     samples = node.training_samples(get_task("nextchar", 64), config, policy)
     encoded = [bytes(b for b in row.tolist() if 0 <= b < 256).decode("utf-8") for row in samples.tensors[1]]
-    held_out = node.held_out_texts(config, policy)
+    held_out = _held_texts(node, config, policy)
     assert len(encoded) + len(held_out) == len(RECORDS)
     for text in encoded + held_out:
         for secret in ("alice", "bob", "example.com", "5551234567"):
@@ -112,3 +112,7 @@ def test_stats_for_a_folder_of_workspaces_one_workspace_or_a_data_folder(tmp_pat
     assert raw.characters == sum(len(r["text"]) for r in RECORDS)
     with pytest.raises(DataError, match="no workspace found"):
         find_workspaces(tmp_path / "all" / "notes")
+
+
+def _held_texts(node: WorkspaceNode, config: RunConfig, policy: Policy) -> list[str]:
+    return [m.text for m in node.held_out_messages(config, policy)]

@@ -33,7 +33,7 @@ class CountingTask(NextCharTask):
 
 def test_batches_are_poisson_at_the_public_rate_whatever_the_workspace_size() -> None:
     task = CountingTask()
-    outcome = train_dp_sgd(task, task.build_model(0), task.encode(TEXTS), settings(local_steps=100),
+    outcome = train_dp_sgd(task, task.build_model(0), task.encode_texts(TEXTS), settings(local_steps=100),
                            privacy_generator())
     assert outcome.steps == 100 and outcome.sample_rate == 0.1
     sizes = task.batches + [0] * (100 - len(task.batches))  # empty batches skip the forward pass
@@ -47,7 +47,7 @@ def test_an_empty_workspace_releases_noise_only_and_a_finite_model() -> None:
     task = get_task("nextchar", seq_len=24)
     model = task.build_model(0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    outcome = train_dp_sgd(task, model, task.encode([]), settings(), privacy_generator())
+    outcome = train_dp_sgd(task, model, task.encode_texts([]), settings(), privacy_generator())
     assert outcome.steps == 5 and outcome.mean_loss is None
     assert any(not torch.equal(before[k], outcome.state_dict[k]) for k in before)
     assert all(torch.isfinite(v).all() for v in outcome.state_dict.values())
@@ -55,7 +55,7 @@ def test_an_empty_workspace_releases_noise_only_and_a_finite_model() -> None:
 
 def test_the_same_inputs_twice_give_different_releases_unless_the_operator_seeds_them() -> None:
     task = get_task("nextchar", seq_len=24)
-    data = task.encode(TEXTS)
+    data = task.encode_texts(TEXTS)
 
     def release(generator: torch.Generator) -> dict[str, torch.Tensor]:
         return train_dp_sgd(task, task.build_model(0), data, settings(), generator).state_dict
@@ -78,8 +78,8 @@ def test_a_nan_embedding_row_cannot_turn_the_release_into_a_membership_signal() 
     byte used to make the whole release NaN. Now its per-sample gradient is zeroed: without noise and with every
     sample in the batch, the release with that message equals the release without it."""
     task = NextCharTask(seq_len=24)
-    plain = task.encode(TEXTS[:20])
-    with_member = task.encode(TEXTS[:20] + ["a ~ inside"])
+    plain = task.encode_texts(TEXTS[:20])
+    with_member = task.encode_texts(TEXTS[:20] + ["a ~ inside"])
     exact = settings(noise_multiplier=0.0, sample_rate=1.0, local_steps=3)
     without = train_dp_sgd(task, _nan_row_model(task, ord("~")), plain, exact, privacy_generator())
     with_it = train_dp_sgd(task, _nan_row_model(task, ord("~")), with_member, exact, privacy_generator())
@@ -111,7 +111,7 @@ def test_zeroing_depends_on_each_sample_alone() -> None:
 
 def test_a_batch_in_physical_chunks_is_the_same_step_with_noise_added_once() -> None:
     task = CountingTask()
-    inputs, targets = task.encode(TEXTS).tensors
+    inputs, targets = task.encode_texts(TEXTS).tensors
 
     def step(physical_batch: int) -> dict[str, torch.Tensor]:
         private_model, optimizer = make_private(task.build_model(0), settings(expected_batch_size=90),

@@ -43,7 +43,7 @@ def _request(message_type: str) -> Message:
 
 
 def _consent(**changes: object) -> RecordDict:
-    answer = {"consent": True, "reason": "consent-on", "can-afford": True, "remaining-epsilon": 2.5}
+    answer = {"consent": True, "reason": "consent-on", "can-afford": True, "remaining-epsilon": 2.5, "label": ""}
     answer.update(changes)
     return RecordDict({"consent": ConfigRecord(answer)})
 
@@ -101,6 +101,8 @@ def test_allowed_replies_leave_unchanged(context: Context, tmp_path: Path, messa
 BLOCKED = {
     "query: extra consent field": ("query", _consent(note=SECRET)),
     "query: free text as the reason": ("query", _consent(reason=SECRET)),
+    "query: free text as the label": ("query", _consent(label=SECRET)),
+    "query: a label that is too long": ("query", _consent(label="a" * 65)),
     "query: consent as a string": ("query", _consent(consent="yes")),
     "query: remaining budget as an int": ("query", _consent(**{"remaining-epsilon": 2})),
     "query: an extra record": ("query", RecordDict({**_consent(), "debug": ConfigRecord({"text": SECRET})})),

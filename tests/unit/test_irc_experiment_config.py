@@ -24,12 +24,15 @@ def test_shipped_config_trains_the_flagship_task_on_all_workspaces() -> None:
 
 @pytest.mark.parametrize(("body", "message"), [
     ("[experiment]\nmax-line = 5\n", "unknown key 'experiment.max-line'"),
-    ("[experiment]\nmax-lines = '5'\n", "key 'experiment.max-lines' expected int"),
-    ("[experiment]\nworkspaces = ['ubuntu-1999']\n", "workspaces: unknown ['ubuntu-1999']"),
-    ("[experiment]\nmax-epsilon = 0\n", "max-epsilon: expected a value > 0"),
+    ("[experiment]\nmax-lines = '5'\n", "key 'experiment.max-lines': expected an integer >= 1 (lines read from "
+                                        "each workspace's log), got '5'"),
+    ("[experiment]\nworkspaces = ['ubuntu-1999']\n", "key 'experiment.workspaces': expected a list of distinct "
+                                                      "workspace names from"),
+    ("[experiment]\nmax-epsilon = 0\n", "key 'experiment.max-epsilon': expected a number > 0 (each policy's budget), "
+                                         "got 0"),
     ("[run]\nnum-round = 3\n", "unknown key 'num-round'"),
-    ("[run]\nresults-dir = 'x'\n", "key 'run.results-dir' is set by the runner"),
-    ("[runs]\n", "unknown table(s) ['runs']"),
+    ("[run]\nresults-dir = 'x'\n", "key 'run.results-dir': expected no value (the runner sets it), got 'x'"),
+    ("[runs]\n", "unknown key 'runs'; expected one of ['experiment', 'run']"),
     ("[run\n", "cannot be read as TOML"),
 ])
 def test_mistakes_name_the_file_and_key(tmp_path: Path, body: str, message: str) -> None:

@@ -68,7 +68,7 @@ def _records(node: WorkspaceNode, policy: Policy) -> Counter[bytes]:
 
 
 def _encoded(text: str) -> bytes:
-    data = TASK.encode([text])
+    data = TASK.encode_texts([text])
     return data.tensors[0][0].numpy().tobytes() + data.tensors[1][0].numpy().tobytes()
 
 
@@ -85,8 +85,8 @@ def test_removing_one_message_changes_exactly_its_own_record(records, data, secr
     with _node(records, secret) as full, _node(records[:i] + records[i + 1:], secret) as neighbour:
         removed_train = _records(full, policy) - _records(neighbour, policy)
         added_train = _records(neighbour, policy) - _records(full, policy)
-        removed_held = Counter(full.held_out_texts(CONFIG, policy)) - Counter(neighbour.held_out_texts(CONFIG, policy))
-        added_held = Counter(neighbour.held_out_texts(CONFIG, policy)) - Counter(full.held_out_texts(CONFIG, policy))
+        removed_held = Counter(_held_texts(full, CONFIG, policy)) - Counter(_held_texts(neighbour, CONFIG, policy))
+        added_held = Counter(_held_texts(neighbour, CONFIG, policy)) - Counter(_held_texts(full, CONFIG, policy))
     text = _scrubbed(records[i][3])
     assert not added_train and not added_held  # no other message changed or moved to another side
     assert (removed_train, removed_held) in [(Counter([_encoded(text)]), Counter()), (Counter(), Counter([text]))]
@@ -138,7 +138,7 @@ def test_removing_one_irc_log_line_moves_no_other_message(lines, data) -> None:
                 'date = 2020-02-03\n', "utf-8")
             (folder / SECRET_FILE).write_text("ab" * 32 + "\n", "ascii")
             node = WorkspaceNode(folder)
-            held.append(Counter(node.held_out_texts(CONFIG, policy)))
+            held.append(Counter(_held_texts(node, CONFIG, policy)))
             trained.append(_records(node, policy))
     assert not held[1] - held[0] and not trained[1] - trained[0]
     assert sum((held[0] - held[1]).values()) + sum((trained[0] - trained[1]).values()) == 1
@@ -150,7 +150,7 @@ def test_the_split_and_the_groups_do_not_depend_on_the_run_seed(records, seed_a:
     policy = Policy(consent=True, privacy_unit="member", max_messages_per_member=2)
     with _node(records, b"s" * 32) as node:
         a, b = RunConfig(seq_len=64, seed=seed_a), RunConfig(seq_len=64, seed=seed_b)
-        assert node.held_out_texts(a, policy) == node.held_out_texts(b, policy)
+        assert _held_texts(node, a, policy) == _held_texts(node, b, policy)
         assert _records_of(node, a, policy) == _records_of(node, b, policy)
 
 
@@ -194,3 +194,7 @@ def test_a_malformed_secret_is_an_error_naming_the_file(tmp_path: Path, content:
         node_secret(tmp_path)
     assert "malformed" in str(info.value) or "cannot be read" in str(info.value)
     assert (tmp_path / SECRET_FILE).read_bytes() == content  # never silently replaced
+
+
+def _held_texts(node: WorkspaceNode, config: RunConfig, policy: Policy) -> list[str]:
+    return [m.text for m in node.held_out_messages(config, policy)]

@@ -8,7 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MetricRec
 
 from federated.inprocess import act_as
 from server.run_record import RunRecord
-from server.strategy import ConsentAwareFedAvg, _consent_reason
+from server.strategy import ConsentAwareFedAvg, TrainingRound, _consent_reason
 
 act_as(1)
 GLOBAL = ArrayRecord({"w": ArrayRecord([np.zeros((2, 3), dtype=np.float32)])["0"]})
@@ -55,7 +55,7 @@ HOSTILE = {
 def test_hostile_train_replies_are_dropped_and_do_not_change_the_aggregate() -> None:
     record = RunRecord(config={})
     strategy = ConsentAwareFedAvg(record, ConfigRecord())
-    strategy._sent[1] = GLOBAL
+    strategy._training[1] = TrainingRound(GLOBAL, [])
     honest = [reply(1, {"arrays": arrays(1.0), "metrics": metrics()}),
               reply(2, {"arrays": arrays(3.0), "metrics": metrics()})]
     hostile = [reply(node, content) for node, (content, _) in HOSTILE.items()]
@@ -68,7 +68,7 @@ def test_hostile_train_replies_are_dropped_and_do_not_change_the_aggregate() -> 
 
 def test_a_round_with_only_hostile_replies_aggregates_nothing() -> None:
     strategy = ConsentAwareFedAvg(RunRecord(config={}), ConfigRecord())
-    strategy._sent[1] = GLOBAL
+    strategy._training[1] = TrainingRound(GLOBAL, [])
     assert strategy.aggregate_train(1, [reply(11, HOSTILE[11][0])]) == (None, None)
 
 
@@ -90,13 +90,13 @@ def test_a_node_cannot_move_the_aggregate_by_more_than_its_equal_share() -> None
     """The attack: a node claiming 10**15 examples used to move FedAvg to its own model. Replies carry no counts
     now; whatever a node sends, it moves the average of k updates by exactly 1/k of its own."""
     strategy = ConsentAwareFedAvg(RunRecord(config={}), ConfigRecord())
-    strategy._sent[1] = GLOBAL
+    strategy._training[1] = TrainingRound(GLOBAL, [])
     honest = [reply(n, {"arrays": arrays(0.0), "metrics": metrics()}) for n in (1, 2, 3)]
     liar = reply(4, {"arrays": arrays(0.5), "metrics": metrics(**{"num-examples": 10**15})})
     liar_without_count = reply(4, {"arrays": arrays(0.5), "metrics": metrics()})
     dropped, _ = strategy.aggregate_train(1, honest + [liar])
     np.testing.assert_allclose(dropped["w"].numpy(), 0.0)
-    strategy._sent[1] = GLOBAL
+    strategy._training[1] = TrainingRound(GLOBAL, [])
     aggregated, _ = strategy.aggregate_train(1, honest + [liar_without_count])
     np.testing.assert_allclose(aggregated["w"].numpy(), 0.5 / 4)
 
@@ -105,7 +105,8 @@ def test_a_node_cannot_fill_the_servers_records_with_text() -> None:
     """The attack: a 5 MB consent reason or error text became a 30 MB audit log and metrics.json. Only reason
     codes are recorded; anything else is a bad answer or a malformed error."""
     huge = "x" * 5_000_000
-    answer = ConfigRecord({"consent": False, "reason": huge, "can-afford": False, "remaining-epsilon": 0.0})
+    answer = ConfigRecord({"consent": False, "reason": huge, "can-afford": False, "remaining-epsilon": 0.0,
+                           "label": ""})
     query = Message(RecordDict(), 5, "query")
     assert _consent_reason(Message(RecordDict({"consent": answer}), reply_to=query)) == "bad-answer"
     answer["reason"] = "consent-off"
@@ -113,7 +114,7 @@ def test_a_node_cannot_fill_the_servers_records_with_text() -> None:
 
     record = RunRecord(config={})
     strategy = ConsentAwareFedAvg(record, ConfigRecord())
-    strategy._sent[1] = GLOBAL
+    strategy._training[1] = TrainingRound(GLOBAL, [])
     errors = [Message(Error(1001, "refused: " + huge), reply_to=Message(RecordDict(), 6, "train")),
               Message(Error(1001, "refused: budget-exhausted"), reply_to=Message(RecordDict(), 7, "train"))]
     strategy.aggregate_train(1, errors)

@@ -153,3 +153,17 @@ def test_users_entry_without_id(export: Path) -> None:
     _write(export / "users.json", [{"name": "ghost"}])
     with pytest.raises(DataError, match=r"users\.json: entry 0"):
         load_slack_export(export)
+
+
+def test_a_file_share_with_a_null_bot_id_is_a_persons_message(tmp_path: Path) -> None:
+    root = tmp_path / "files"
+    _write(root / "users.json", USERS)
+    _write(root / "channels.json", CHANNELS[:1])
+    _write(root / "general" / "2026-01-05.json", [
+        {"type": "message", "subtype": "file_share", "user": "U0ALICE1", "bot_id": None, "text": "the slides",
+         "ts": "1767600000.000000", "files": [{"id": "F01"}]},
+        {"type": "message", "subtype": "file_share", "user": "U0BOB222", "bot_id": "B02", "text": "bot upload",
+         "ts": "1767600001.000000"},
+        {"type": "message", "user": "U0BOB222", "bot_id": "", "text": "plain", "ts": "1767600002.000000"},
+    ])
+    assert load_slack_export(root).texts == ["the slides", "plain"]

@@ -159,7 +159,11 @@ def test_unreadable_data_raises_the_loaders_error(tmp_path: Path) -> None:
 def test_the_node_reads_its_workspace_through_the_process_cache(tmp_path: Path) -> None:
     data = _workspace(tmp_path, "team")
     node, config, policy = WorkspaceNode(data.parent), RunConfig(), Policy(held_out_fraction=FRACTION)
-    first, again = node.held_out_texts(config, policy), node.held_out_texts(config, policy)
+    first, again = _held_texts(node, config, policy), _held_texts(node, config, policy)
     assert first and all(x is y for x, y in zip(first, again, strict=True))
     _write(data / "a.jsonl", _records("changed", 40))
-    assert all(text.startswith("changed") for text in node.held_out_texts(config, policy))
+    assert all(text.startswith("changed") for text in _held_texts(node, config, policy))
+
+
+def _held_texts(node: WorkspaceNode, config: RunConfig, policy: Policy) -> list[str]:
+    return [m.text for m in node.held_out_messages(config, policy)]
