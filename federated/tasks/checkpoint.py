@@ -24,6 +24,15 @@ from federated.tasks.base import Task
 
 FORMAT = "optin-checkpoint/1"
 
+SHIPPED = {"irc-ubuntu-2004-2011": Path(__file__).parent / "pretrained" / "nextchar-irc-ubuntu-2004-2011.safetensors"}
+"""Checkpoints that ship with Optin, by the name ``init-model`` may give instead of a path. Each was written by
+``optin pretrain`` with its defaults (docs/experiments.md, "Public pretraining", says how to rebuild it)."""
+
+
+def checkpoint_path(init_model: str) -> Path:
+    """The file ``init-model`` names: a shipped checkpoint's name, else a path."""
+    return SHIPPED.get(init_model, Path(init_model))
+
 
 def save_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
     """Write ``state_dict`` (tensors) and ``metadata`` (JSON values) to ``path``; refuses to overwrite."""
@@ -61,7 +70,8 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 
 def initial_state_dict(task: Task, seed: int, init_model: str = "") -> dict[str, torch.Tensor]:
-    """A run's initial weights: ``task.build_model(seed)``, or the checkpoint at ``init_model`` if one is named.
+    """A run's initial weights: ``task.build_model(seed)``, or the checkpoint ``init_model`` names (a path, or the
+    name of one in :data:`SHIPPED`).
 
     The checkpoint must be for this task (its metadata's ``task`` and ``seq_len``) and have exactly the
     names, shapes and dtypes of the task's model; otherwise ``ConfigError`` (run config key ``init-model``)
@@ -70,7 +80,7 @@ def initial_state_dict(task: Task, seed: int, init_model: str = "") -> dict[str,
     expected = task.build_model(seed).state_dict()
     if not init_model:
         return dict(expected)
-    state, metadata = load_checkpoint(Path(init_model))
+    state, metadata = load_checkpoint(checkpoint_path(init_model))
     for key, want in (("task", task.name), ("seq_len", getattr(task, "seq_len", None))):
         if metadata.get(key) != want:
             raise ConfigError(f"init-model {init_model}: checkpoint {key} is {metadata.get(key)!r}, the run's is "
