@@ -11,7 +11,12 @@ Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
   its canary audit: ``experiments.research.canary_audit``), written last and atomically. Its per-round held-out
   loss and accuracy and training loss are those node-local figures: the sweep holds every workspace, a
   deployment's server never sees them;
-- ``results.csv``, ``plots/accuracy_vs_epsilon.png``, ``plots/accuracy_vs_round.png``, ``report.md``;
+  With ``baselines = ["alone"]``, ``cells/<cell>/alone/<workspace>/`` holds each consenting workspace's run on
+  its own (``workspaces/`` its copy, ``run/`` its server's results). The cell's ``metrics.json`` records, under
+  ``baselines``, the federated model's final figures per workspace beside the unigram, bigram (or majority) and
+  alone figures on the same held-out split (``experiments.research.cell_baselines``);
+- ``results.csv``, ``plots/loss_vs_epsilon.png``, ``plots/accuracy_vs_epsilon.png``,
+  ``plots/accuracy_vs_round.png``, ``report.md``;
 - ``sweep.log``: Optin's and Flower's logs.
 
 Resumability: a cell whose ``metrics.json`` exists is finished and never rerun; any other cell
@@ -114,7 +119,7 @@ def run_sweep(sweep: SweepConfig, run_dir: Path, console: Console | None = None)
                 run_cell(plan, sweep, observe)
                 progress.advance(task)
             progress.update(task, description=f"sweep {sweep.name}: done")
-        report = write_report(run_dir, f"Sweep {sweep.name!r}: accuracy vs privacy budget", str(sweep.source))
+        report = write_report(run_dir, f"Sweep {sweep.name!r}: held-out loss and accuracy vs privacy budget", str(sweep.source))
     return SweepOutcome(run_dir, tuple(p.cell.id for p in plans), finished, time.monotonic() - started, report)
 
 
@@ -140,8 +145,8 @@ def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = Non
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json_numbers.dumps(summary), encoding="utf-8")
     tmp.replace(path)
-    log.info("cell %s finished in %.1f s: held-out accuracy %s (node-local)", plan.cell.id, summary["seconds"],
-             summary["rounds"][-1]["eval_accuracy"])
+    log.info("cell %s finished in %.1f s: held-out loss %s, accuracy %s (node-local)", plan.cell.id,
+             summary["seconds"], summary["rounds"][-1]["eval_loss"], summary["rounds"][-1]["eval_accuracy"])
     return path
 
 
