@@ -319,7 +319,8 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
     lines += [
         f"Sweep file: `{sweep_file}`. {len(cells)} cells; run mode `{first['run_mode']}`; accountant "
         f"`{first['accountant']}` (calibration and the ε below); δ = {first['delta']:g} for every ε. Cells ran for "
-        f"{sum(c['seconds'] for c in cells):.0f} s in all (sum of the cells' wall times).",
+        f"{sum(c['seconds'] for c in cells):.0f} s in all (sum of the cells' federated runs' wall times)"
+        f"{_alone_time(cells)}.",
         "",
         "Loss and accuracy: held-out loss and accuracy of the global model on the held-out splits of all "
         "(consenting) workspaces after the last round (held-out-weighted), mean ± sample sd over seeds"
@@ -455,6 +456,11 @@ def _baselines_section(cells: list[dict[str, Any]], groups: list[Group]) -> list
                              if n != "majority" or m == "accuracy")
             lines.append(f"| {g.dp_mode} | {figure(g.target_epsilon)} | {len(g.accuracies)} | {row} |")
     return lines
+
+
+def _alone_time(cells: list[dict[str, Any]]) -> str:
+    seconds = [(c.get("baselines") or {}).get("alone_seconds") for c in cells]
+    return f", their alone baselines for {sum(filter(None, seconds)):.0f} s more" if any(seconds) else ""
 
 
 def _loss_unit(cells: list[dict[str, Any]]) -> str:
