@@ -149,3 +149,24 @@ def test_alone_runs_are_off_by_default(tmp_path: Path) -> None:
     path = tmp_path / "plain.toml"
     path.write_text(SWEEP.replace('baselines = ["alone"]\n', ""), encoding="utf-8")
     assert load_sweep(path).baselines == ()
+
+
+def test_a_reply_task_sweep_reports_the_majority_class_its_nodes_logged_and_no_ngrams(tmp_path: Path) -> None:
+    path = tmp_path / "reply.toml"
+    path.write_text(SWEEP.replace("[inf, 4.0]", "[inf]").replace('baselines = ["alone"]\n', "")
+                    .replace("lr = 0.1", 'lr = 0.1\ntask = "reply"'), encoding="utf-8")
+    outcome = load_and_run(path, tmp_path / "results", None)
+    (cell,) = outcome.ran
+    baselines = metrics(outcome.run_dir, cell)["baselines"]
+    logged = {}
+    for name in CONSENTING:
+        entries = [e["kept_local"] for e in read_entries(outcome.run_dir / "cells" / cell / "workspaces" / name /
+                                                          AUDIT_FILE) if e["kind"] == "evaluation"]
+        logged[name] = (entries[-1]["majority_accuracy"], entries[-1]["held_out"])
+        assert baselines["workspaces"][name]["majority"]["accuracy"] == logged[name][0]
+        assert set(baselines["workspaces"][name]) == {"federated", "majority"}  # byte n-grams mean nothing here
+    expected = sum(a * n for a, n in logged.values()) / sum(n for _, n in logged.values())
+    assert baselines["means"]["majority"]["accuracy"] == pytest.approx(expected)
+    report = (outcome.run_dir / "report.md").read_text(encoding="utf-8")
+    assert "| federated loss | federated accuracy | majority accuracy |" in report
+    assert "No alone runs" in report
