@@ -119,7 +119,8 @@ def run_sweep(sweep: SweepConfig, run_dir: Path, console: Console | None = None)
                 run_cell(plan, sweep, observe)
                 progress.advance(task)
             progress.update(task, description=f"sweep {sweep.name}: done")
-        report = write_report(run_dir, f"Sweep {sweep.name!r}: held-out loss and accuracy vs privacy budget", str(sweep.source))
+        report = write_report(run_dir, f"Sweep {sweep.name!r}: held-out loss and accuracy vs privacy budget",
+                              str(sweep.source))
     return SweepOutcome(run_dir, tuple(p.cell.id for p in plans), finished, time.monotonic() - started, report)
 
 
