@@ -74,8 +74,3 @@ def distinct(values: list[Any]) -> list[Any]:
     if not values or len(set(values)) != len(values):
         raise ValueError("expected a non-empty list of distinct values")
     return values
-
-
-def distinct_or_empty(values: list[Any]) -> list[Any]:
-    """``values`` if without repeats (empty allowed); else ``ValueError`` (the field's description says why)."""
-    return distinct(values) if values else values

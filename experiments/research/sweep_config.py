@@ -30,14 +30,7 @@ from typing import Annotated, Any, Literal, NoReturn
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from experiments.research.canary_audit import ONE_RUN_FORMAT, AuditSpec
-from experiments.research.config_models import (
-    TableModel,
-    distinct,
-    distinct_or_empty,
-    is_number,
-    key_error,
-    validate_table,
-)
+from experiments.research.config_models import TableModel, distinct, is_number, key_error, validate_table
 from experiments.research.folder_dataset import workspace_data
 from federated.config import RunConfig
 from federated.data import PARTITIONS, irc_corpus_dir, resolve_data_root
@@ -67,6 +60,10 @@ def _positive_distinct(values: list[float]) -> list[float]:
     if not all(is_number(v) and v > 0 for v in values):
         raise ValueError("expected numbers > 0")
     return distinct(values)
+
+
+def _distinct_or_empty(values: list[str]) -> list[str]:
+    return distinct(values) if values else values
 
 
 def _at_least(minimum: int) -> Any:
@@ -211,7 +208,7 @@ class _SweepTable(TableModel):
     accountant: Literal[tuple(sorted(ACCOUNTANTS))] = Field(  # type: ignore[valid-type]
         "rdp", description=f"one of {sorted(ACCOUNTANTS)}")
     run_mode: Literal[RUN_MODES] = Field("inprocess", description=f"one of {list(RUN_MODES)}")  # type: ignore[valid-type]
-    baselines: Annotated[list[Literal[BASELINES]], AfterValidator(distinct_or_empty)] = Field(  # type: ignore[valid-type]
+    baselines: Annotated[list[Literal[BASELINES]], AfterValidator(_distinct_or_empty)] = Field(  # type: ignore[valid-type]
         [], description=f"a list of distinct baselines from {list(BASELINES)} ('alone': each consenting workspace "
                         "trained on its own at the cell's settings)")
     run: dict[str, Any] = Field({}, description="a table")
