@@ -10,11 +10,10 @@ Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
   ``experiments.runners.node_metrics``), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
   its canary audit: ``experiments.research.canary_audit``), written last and atomically. Its per-round held-out
   loss and accuracy and training loss are those node-local figures: the sweep holds every workspace, a
-  deployment's server never sees them;
-  With ``baselines = ["alone"]``, ``cells/<cell>/alone/<workspace>/`` holds each consenting workspace's run on
-  its own (``workspaces/`` its copy, ``run/`` its server's results). The cell's ``metrics.json`` records, under
-  ``baselines``, the federated model's final figures per workspace beside the unigram, bigram (or majority) and
-  alone figures on the same held-out split (``experiments.research.cell_baselines``);
+  deployment's server never sees them. Under ``baselines`` it records the federated model's final figures per
+  workspace beside the unigram, bigram (or majority) and alone figures on the same held-out split
+  (``experiments.research.cell_baselines``). With ``baselines = ["alone"]``, ``cells/<cell>/alone/<workspace>/``
+  holds each consenting workspace's run on its own (``workspaces/`` its copy, ``run/`` its server's results);
 - ``results.csv``, ``plots/loss_vs_epsilon.png``, ``plots/accuracy_vs_epsilon.png``,
   ``plots/accuracy_vs_round.png``, ``report.md``;
 - ``sweep.log``: Optin's and Flower's logs.
