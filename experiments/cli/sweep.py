@@ -20,7 +20,7 @@ def sweep(
                                                   "cells are kept, the others run."),
 ) -> None:
     """Train every cell of the grid (target ε × seeds × DP modes × privacy units × datasets) and write CSV, plots
-    and a report.
+    and a report: held-out loss and accuracy beside unigram, bigram and (baselines = ["alone"]) alone baselines.
 
     Datasets: built-in synthetic, IRC, or a folder of workspaces (Slack exports, JSONL, IRC manifests), copied fresh into every cell; workspaces listed in opted-out never train.
 
@@ -28,22 +28,30 @@ def sweep(
 
     Example: optin sweep experiments/configs/sweep_default.toml  (later: --resume results/<run-id>)
     """
-    from experiments.research.report import central_drowned, load_cells, summarize
+    from experiments.research.report import BASELINES, central_drowned, load_cells, mean_sd, summarize
     from experiments.research.sweep import load_and_run
 
     try:
         outcome = load_and_run(config, results, resume, console)
     except OptinError as exc:
         fail(exc)
-    table = Table(title="Final held-out accuracy, mean ± sd over seeds. ε local: per message (max over "
-                        "workspaces); ε central: per workspace; ∞: no DP")
-    for column in ("dataset", "mode", "target ε", "seeds", "accuracy", "ε local", "ε central"):
+    groups = summarize(load_cells(outcome.run_dir))
+    shown = [b for b in BASELINES if any(b in g.baselines for g in groups)]
+    table = Table(title="Final held-out loss (nats per byte for next-character models) and accuracy, mean ± sd over "
+                        "seeds, with the baselines' on the same splits. ε local: per message (max over workspaces); "
+                        "ε central: per workspace; ∞: no DP")
+    columns = ["dataset", "mode", "target ε", "seeds", "loss", "accuracy",
+               *(f"{b} {m}" for b in shown for m in ("loss", "accuracy") if b != "majority" or m == "accuracy"),
+               "ε local", "ε central"]
+    for column in columns:
         table.add_column(column, justify="left" if column in ("dataset", "mode") else "right",
-                         no_wrap=column == "accuracy")
-    for g in summarize(load_cells(outcome.run_dir)):
+                         overflow="fold")
+    for g in groups:
         table.add_row(g.dataset, g.dp_mode, figure(g.target_epsilon), str(len(g.accuracies)),
-                      f"{g.mean:.4f} ± {g.spread:.4f}", figure(g.epsilon_local),
-                      "-" if g.epsilon_central is None else figure(g.epsilon_central))
+                      mean_sd(g.losses, 3), mean_sd(g.accuracies, 3),
+                      *(mean_sd(g.values(b, m), 3) for b in shown for m in ("loss", "accuracy")
+                        if b != "majority" or m == "accuracy"),
+                      figure(g.epsilon_local), "-" if g.epsilon_central is None else figure(g.epsilon_central))
     console.print(table)
     console.print(f"Ran {len(outcome.ran)} cell(s), kept {len(outcome.skipped)} finished one(s) in "
                   f"{outcome.seconds:.0f} s.", highlight=False)

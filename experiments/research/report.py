@@ -4,9 +4,12 @@ Each number in the report says which mechanism produced it, under which neighbou
 which accountant: local DP-SGD ε is message-level (add/remove one message of one workspace,
 Poisson sampling, amplification claimed), central DP-FedAvg ε is workspace-level (one workspace's
 update zeroed, every consenting node in every round, *no* amplification claimed). No DP is
-reported as ε = ∞, never as a number. Accuracy is the global model's next-character accuracy on
+reported as ε = ∞, never as a number. Loss (nats per byte) and accuracy are the global model's on
 the held-out splits of the consenting workspaces after the last round (node-local figures the sweep
-reads from the workspaces' audit logs; nodes never send them); the spread is over seeds.
+reads from the workspaces' audit logs; nodes never send them); the spread is over seeds. Beside them,
+per dataset and target ε, the cell's baselines on the same splits (``experiments.research.cell_baselines``):
+each workspace trained alone at the same ε (with ``baselines = ["alone"]``), and unigram and bigram models
+fitted on each workspace's training split.
 With a canary audit (``experiments.research.canary_audit``), each cell's claimed ε for one canary, the
 empirical one-run lower bound and the canaries' exposure are reported too, and a lower bound above
 its claim is flagged at the top of the report: at the audit's confidence c (95 % by default) that is
@@ -18,7 +21,7 @@ from __future__ import annotations
 import csv
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +31,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.formatting import figure
+from experiments.research.epsilon_plot import Panel, plot_vs_epsilon
 from federated import json_numbers
 
 CELL_METRICS = "metrics.json"
 CSV_FILE = "results.csv"
 REPORT_FILE = "report.md"
 EPSILON_PLOT = "plots/accuracy_vs_epsilon.png"
+LOSS_PLOT = "plots/loss_vs_epsilon.png"
 ROUNDS_PLOT = "plots/accuracy_vs_round.png"
 CSV_COLUMNS = ("cell", "dataset", "dp_mode", "privacy_unit", "target_epsilon", "seed", "accountant", "delta", "epsilon_local",
                "epsilon_central", "local_noise_min", "local_noise_max", "training_samples_min", "training_samples_max", "opted_out",
                "central_noise_multiplier", "rounds",
-               "initial_accuracy", "final_accuracy", "final_loss", "seconds", "run_mode", "audit_claimed_epsilon",
+               "initial_accuracy", "final_accuracy", "initial_loss", "final_loss", "alone_loss", "alone_accuracy",
+               "unigram_loss", "unigram_accuracy", "bigram_loss", "bigram_accuracy", "majority_accuracy",
+               "seconds", "run_mode", "audit_claimed_epsilon",
                "audit_epsilon_lower_bound", "audit_correct_guesses", "audit_guesses", "audit_max_exposure_bits",
                "audit_violation")
 
@@ -64,9 +71,14 @@ MECHANISMS = {
 }
 
 
+BASELINES = ("alone", "unigram", "bigram", "majority")
+"""The baselines a cell may record (``metrics.json``'s ``baselines.means``), in report order."""
+LOSS_UNITS = {"nextchar": "nats per byte"}
+
+
 @dataclass(frozen=True)
 class Group:
-    """The seeds of one (dataset, DP mode, target ε): final accuracy and ε over seeds."""
+    """The seeds of one (dataset, DP mode, target ε): final accuracy and loss, baselines and ε over seeds."""
 
     dataset: str
     dp_mode: str
@@ -74,6 +86,9 @@ class Group:
     accuracies: tuple[float, ...]
     epsilon_local: float
     epsilon_central: float | None
+    losses: tuple[float, ...] = ()
+    baselines: dict[str, dict[str, tuple[float, ...]]] = field(default_factory=dict)
+    """Baseline name to metric (``loss``, ``accuracy``) to its held-out-weighted mean in each seed's cell."""
 
     @property
     def mean(self) -> float:
@@ -83,6 +98,20 @@ class Group:
     def spread(self) -> float:
         """Sample standard deviation over seeds (0 with one seed)."""
         return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def values(self, name: str, metric: str) -> tuple[float, ...]:
+        """The seeds' values of ``metric`` for ``name``: ``federated`` or a baseline (empty if not recorded)."""
+        if name == "federated":
+            return self.accuracies if metric == "accuracy" else self.losses
+        return self.baselines.get(name, {}).get(metric, ())
+
+
+def mean_sd(values: tuple[float, ...], digits: int = 4) -> str:
+    """``mean ± sd`` over seeds (sample sd; 0 with one seed); ``—`` for no values."""
+    if not values:
+        return "—"
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.{digits}f} ± {spread:.{digits}f}"
 
 
 def load_cells(run_dir: Path) -> list[dict[str, Any]]:
@@ -108,7 +137,9 @@ def write_report(run_dir: Path, title: str, sweep_file: str) -> list[Path]:
     """Write ``results.csv``, both plots and ``report.md`` for the finished cells under ``run_dir``."""
     cells = load_cells(run_dir)
     groups = summarize(cells)
-    paths = [write_csv(cells, run_dir / CSV_FILE), plot_accuracy_vs_epsilon(groups, run_dir / EPSILON_PLOT),
+    paths = [write_csv(cells, run_dir / CSV_FILE),
+             plot_epsilon(cells, "accuracy", f"{title}: accuracy", run_dir / EPSILON_PLOT),
+             plot_epsilon(cells, "loss", f"{title}: loss", run_dir / LOSS_PLOT),
              plot_accuracy_vs_round(cells, run_dir / ROUNDS_PLOT)]
     report = run_dir / REPORT_FILE
     report.write_text(render_markdown(title, sweep_file, cells, groups), encoding="utf-8")
@@ -133,10 +164,22 @@ def csv_row(cell: dict[str, Any]) -> dict[str, Any]:
         "opted_out": " ".join(cell.get("opted_out", [])),
         "central_noise_multiplier": "" if central is None else central["noise_multiplier"],
         "rounds": len(rounds) - 1, "initial_accuracy": rounds[0]["eval_accuracy"],
-        "final_accuracy": rounds[-1]["eval_accuracy"], "final_loss": rounds[-1]["eval_loss"],
+        "final_accuracy": rounds[-1]["eval_accuracy"], "initial_loss": rounds[0]["eval_loss"],
+        "final_loss": rounds[-1]["eval_loss"],
+        **{f"{name}_{metric}": _blank(baseline_means(cell).get(name, {}).get(metric))
+           for name in BASELINES for metric in ("loss", "accuracy") if f"{name}_{metric}" in CSV_COLUMNS},
         "seconds": round(cell["seconds"], 2), "run_mode": cell["sweep"]["run_mode"],
         **_audit_columns(cell.get("audit")),
     }
+
+
+def baseline_means(cell: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The cell's held-out-weighted baseline figures (empty for a cell written before baselines were recorded)."""
+    return (cell.get("baselines") or {}).get("means", {})
+
+
+def _blank(value: float | None) -> float | str:
+    return "" if value is None else value
 
 
 def _audit_columns(audit: dict[str, Any] | None) -> dict[str, Any]:
@@ -170,8 +213,14 @@ def summarize(cells: list[dict[str, Any]]) -> list[Group]:
     for (dataset, mode, target), members in sorted(keyed.items(), key=lambda kv: (kv[0][0], order.index(kv[0][1]),
                                                                                  -kv[0][2])):
         central = [m["epsilon"]["central"] for m in members if m["central"] is not None]
+        baselines = {name: {metric: tuple(v for m in members
+                                          if (v := baseline_means(m).get(name, {}).get(metric)) is not None)
+                            for metric in ("loss", "accuracy")} for name in BASELINES}
         groups.append(Group(dataset, mode, target, tuple(m["rounds"][-1]["eval_accuracy"] for m in members),
-                            max(m["epsilon"]["local"] for m in members), max(central) if central else None))
+                            max(m["epsilon"]["local"] for m in members), max(central) if central else None,
+                            tuple(m["rounds"][-1]["eval_loss"] for m in members
+                                  if m["rounds"][-1]["eval_loss"] is not None),
+                            {n: b for n, b in baselines.items() if any(b.values())}))
     return groups
 
 
@@ -193,31 +242,52 @@ def ordering(groups: list[Group]) -> list[tuple[Group, Group, bool]]:
     return checks
 
 
-def plot_accuracy_vs_epsilon(groups: list[Group], path: Path) -> Path:
-    """Final accuracy against target ε (log axis; no DP drawn at the right as ∞), mean and seed spread."""
-    datasets = sorted({g.dataset for g in groups})
-    finite = sorted({g.target_epsilon for g in groups if math.isfinite(g.target_epsilon)})
-    infinity_x = max(finite) * 2.5 if finite else 1.0
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 4), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        for mode, style in (("local", "o-"), ("central", "s-"), ("both", "^-")):
-            line = [g for g in groups if g.dataset == dataset and g.dp_mode == mode]
-            if line:
-                ax.errorbar([g.target_epsilon for g in line], [g.mean for g in line],
-                            yerr=[g.spread for g in line], fmt=style, capsize=3, label=f"{mode} DP")
-        for g in (g for g in groups if g.dataset == dataset and g.dp_mode == "none"):
-            ax.errorbar([infinity_x], [g.mean], yerr=[g.spread], fmt="k*", markersize=10, capsize=3,
-                        label="no DP (ε = ∞)")
-            ax.axhline(g.mean, color="k", linestyle=":", linewidth=0.8)
-        ticks = [*finite, infinity_x] if any(g.dp_mode == "none" for g in groups) else finite
-        ax.set_xscale("log")
-        ax.set_xticks(ticks, [*(format(e, "g") for e in finite), "∞"][:len(ticks)])
-        ax.minorticks_off()
-        ax.set(xlabel="target ε (δ fixed; local: per message, central: per workspace)",
-               ylabel="held-out next-char accuracy", title=f"{dataset}: accuracy vs ε (mean ± sd over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, path)
+def plot_epsilon(cells: list[dict[str, Any]], metric: str, title: str, path: Path) -> Path:
+    """Final held-out ``metric`` (``loss`` or ``accuracy``) against target ε: one row per dataset, one panel per
+    DP mode (no DP at ∞ in each); the federated model and the alone baseline as mean over seeds with a min..max
+    band, the federated model per workspace as thin lines, unigram, bigram and majority as dashed levels."""
+    rows = []
+    for name in sorted({series(c) for c in cells}):
+        chosen = [c for c in cells if series(c) == name]
+        modes = [m for m in ("local", "central", "both") if any(c["cell"]["dp_mode"] == m for c in chosen)]
+        rows.append([_panel([c for c in chosen if c["cell"]["dp_mode"] in ("none", mode)], metric, name, mode)
+                     for mode in modes or ["none"]])
+    tasks = {c["run_config"].get("task", "nextchar") for c in cells}
+    unit = LOSS_UNITS.get(next(iter(tasks))) if len(tasks) == 1 else None
+    ylabel = f"held-out {metric}" + (f" ({unit})" if metric == "loss" and unit else "")
+    return plot_vs_epsilon(rows, ylabel, f"{title} after the last round on each workspace's held-out split "
+                                         "(federated, alone: node-local figures from the audit logs; n-grams: "
+                                         "scored on the same split)", path)
+
+
+def _panel(cells: list[dict[str, Any]], metric: str, name: str, mode: str) -> Panel:
+    """One dataset and DP mode's panel (its ``none`` cells drawn at ∞)."""
+    curves: dict[str, dict[float, list[float]]] = {"federated": {}}
+    workspaces: dict[str, dict[float, list[float]]] = {}
+    levels: dict[str, list[float]] = {}
+    for cell in cells:
+        target = cell["cell"]["target_epsilon"]
+        value = cell["rounds"][-1][f"eval_{metric}"]
+        if value is not None:
+            curves["federated"].setdefault(target, []).append(value)
+        for workspace, figures in (cell.get("baselines") or {}).get("workspaces", {}).items():
+            if figures.get("federated", {}).get(metric) is not None:
+                workspaces.setdefault(workspace, {}).setdefault(target, []).append(figures["federated"][metric])
+        for baseline, figures in baseline_means(cell).items():
+            if baseline == "federated" or figures.get(metric) is None:
+                continue
+            if baseline == "alone":
+                curves.setdefault("alone", {}).setdefault(target, []).append(figures[metric])
+            else:
+                levels.setdefault(baseline, []).append(figures[metric])
+    first = cells[0]
+    run = first["run_config"]
+    seeds = len({c["cell"]["seed"] for c in cells})
+    title = (f"{first['sweep']['name']} · {name} · {'no DP only' if mode == 'none' else f'{mode} DP'}\n"
+             f"{run.get('num-rounds')} rounds × {run.get('local-steps')} local steps, q = {run.get('sample-rate')}, "
+             f"δ = {first['sweep']['delta']:g} ({first['sweep']['accountant']})\n"
+             f"{seeds} seed(s), {len(workspaces)} workspaces, task {run.get('task', 'nextchar')}")
+    return Panel(title, curves, workspaces, levels)
 
 
 def plot_accuracy_vs_round(cells: list[dict[str, Any]], path: Path) -> Path:
@@ -249,10 +319,12 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
     lines += [
         f"Sweep file: `{sweep_file}`. {len(cells)} cells; run mode `{first['run_mode']}`; accountant "
         f"`{first['accountant']}` (calibration and the ε below); δ = {first['delta']:g} for every ε. Cells ran for "
-        f"{sum(c['seconds'] for c in cells):.0f} s in all (sum of the cells' wall times).",
+        f"{sum(c['seconds'] for c in cells):.0f} s in all (sum of the cells' federated runs' wall times)"
+        f"{_alone_time(cells)}.",
         "",
-        "Accuracy: next-character accuracy of the global model on the held-out splits of all (consenting) "
-        "workspaces after the last round (held-out-weighted), mean ± sample sd over seeds. Each node evaluates on "
+        "Loss and accuracy: held-out loss and accuracy of the global model on the held-out splits of all "
+        "(consenting) workspaces after the last round (held-out-weighted), mean ± sample sd over seeds"
+        f"{_loss_unit(cells)}. Each node evaluates on "
         "its own split and keeps the result in its audit log; the sweep, which holds every workspace, reads them "
         "back. A deployment's server never sees them.",
         "",
@@ -261,16 +333,17 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
         "",
         "## Results",
         "",
-        f"| dataset | DP mode | target ε | seeds | accuracy | ε local: add/remove one message (member-level: "
+        f"| dataset | DP mode | target ε | seeds | loss | accuracy | ε local: add/remove one message (member-level: "
         f"one member), Poisson, "
         f"{first['accountant']} (max over workspaces) | ε central: one workspace, no amplification, "
         f"{first['accountant']} |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for g in groups:
         lines.append(f"| {g.dataset} | {g.dp_mode} | {figure(g.target_epsilon)} | {len(g.accuracies)} | "
-                     f"{g.mean:.4f} ± {g.spread:.4f} | {figure(g.epsilon_local)} | "
+                     f"{mean_sd(g.losses)} | {g.mean:.4f} ± {g.spread:.4f} | {figure(g.epsilon_local)} | "
                      f"{'—' if g.epsilon_central is None else figure(g.epsilon_central)} |")
+    lines += _baselines_section(cells, groups)
     lines += _audit_section(cells)
     lines += ["", "## Utility ordering (no DP first, then decreasing ε; tolerance: the two groups' sd added)", ""]
     for high, low, holds in ordering(groups):
@@ -291,13 +364,17 @@ def render_markdown(title: str, sweep_file: str, cells: list[dict[str, Any]], gr
         "## Cells",
         "",
         "| cell | mechanism | local: z (min..max), q (min..max), steps, N training samples (min..max) | central: z, C, releases | ε local | "
-        "ε central | accuracy | s |",
-        "|---|---|---|---|---|---|---|---|",
+        "ε central | loss | accuracy | s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         lines.append(_cell_row(cell))
-    lines += ["", "## Plots", "", f"![accuracy vs ε]({EPSILON_PLOT})", "", f"![accuracy vs round]({ROUNDS_PLOT})",
-              ""]
+    lines += ["", "## Plots", "",
+              "Computed on each consenting workspace's held-out split after the last round: the federated and "
+              "alone figures are node-local ones read from the workspaces' audit logs, the n-gram levels the "
+              "sweep's own scoring of the same splits. Bands: min..max over seeds; ∞: no DP.", "",
+              f"![loss vs ε]({LOSS_PLOT})", "", f"![accuracy vs ε]({EPSILON_PLOT})", "",
+              f"![accuracy vs round]({ROUNDS_PLOT})", ""]
     return "\n".join(lines)
 
 
@@ -343,6 +420,53 @@ def _violations(cells: list[dict[str, Any]]) -> list[str]:
                       f"correct claim is exceeded; rerun the cell with another seed (a bug tends to repeat, chance "
                       f"rarely does). Until then, trust no ε of this run.", ""]
     return lines
+
+
+def _baselines_section(cells: list[dict[str, Any]], groups: list[Group]) -> list[str]:
+    """Per dataset, a table over (DP mode, target ε): the federated model beside each baseline the cells recorded,
+    loss and accuracy, mean ± sd over seeds."""
+    recorded = [b for b in BASELINES if any(b in g.baselines for g in groups)]
+    if not recorded:
+        return []
+    described = {
+        "alone": "**alone**: each workspace trained with no other, at the cell's settings (rounds, local steps, q, "
+                 "noise, DP mode, seed) and so at the same ε, on a copy of its cell copy with the same node secret "
+                 "(the same held-out split) and a fresh ledger; node-local figures from its own audit log.",
+        "unigram": "**unigram**, **bigram**: byte n-gram models (add-one smoothed) fitted on the workspace's "
+                   "training split and scored on its held-out split by the sweep, which holds the data; no DP, "
+                   "nothing leaves the machine.",
+        "majority": "**majority**: always the held-out split's majority class, as each node logged it (accuracy "
+                    "only).",
+    }
+    lines = [
+        "", "## Baselines", "",
+        "Every figure is on the same text: each consenting workspace's held-out split of the cell's copy (keyed by "
+        "its node secret), after the last round, held-out-weighted over workspaces; mean ± sample sd over seeds"
+        f"{_loss_unit(cells)}. **federated**: the global model (node-local figures read from the workspaces' audit "
+        "logs). " + " ".join(text for name, text in described.items() if name in recorded)
+        + ("" if "alone" in recorded else " (No alone runs: add `baselines = ['alone']` to the sweep file.)"),
+    ]
+    names = ["federated", *recorded]
+    header = " | ".join(f"{n} {m}" for n in names for m in ("loss", "accuracy") if n != "majority" or m == "accuracy")
+    for dataset in sorted({g.dataset for g in groups}):
+        lines += ["", f"### {dataset}", "", f"| DP mode | target ε | seeds | {header} |",
+                  "|---|---|---|" + "---|" * header.count(" | ") + "---|"]
+        for g in (g for g in groups if g.dataset == dataset):
+            row = " | ".join(mean_sd(g.values(n, m)) for n in names for m in ("loss", "accuracy")
+                             if n != "majority" or m == "accuracy")
+            lines.append(f"| {g.dp_mode} | {figure(g.target_epsilon)} | {len(g.accuracies)} | {row} |")
+    return lines
+
+
+def _alone_time(cells: list[dict[str, Any]]) -> str:
+    seconds = [(c.get("baselines") or {}).get("alone_seconds") for c in cells]
+    return f", their alone baselines for {sum(filter(None, seconds)):.0f} s more" if any(seconds) else ""
+
+
+def _loss_unit(cells: list[dict[str, Any]]) -> str:
+    tasks = {c["run_config"].get("task", "nextchar") for c in cells}
+    unit = LOSS_UNITS.get(next(iter(tasks))) if len(tasks) == 1 else None
+    return f"; loss in {unit}" if unit else ""
 
 
 def _audit_section(cells: list[dict[str, Any]]) -> list[str]:
@@ -398,7 +522,12 @@ def _cell_row(cell: dict[str, Any]) -> str:
                                                 f"{central['releases']}")
     central_eps = "—" if central is None else figure(cell["epsilon"]["central"])
     return (f"| {c['id']} | {mechanism} | {local} | {central_text} | {figure(cell['epsilon']['local'])} | "
-            f"{central_eps} | {cell['rounds'][-1]['eval_accuracy']:.4f} | {cell['seconds']:.0f} |")
+            f"{central_eps} | {_number(cell['rounds'][-1]['eval_loss'])} | "
+            f"{_number(cell['rounds'][-1]['eval_accuracy'])} | {cell['seconds']:.0f} |")
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.4f}"
 
 
 def _rates(cells: list[dict[str, Any]]) -> str:

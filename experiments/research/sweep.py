@@ -10,8 +10,12 @@ Layout of a sweep's results folder ``results/<UTC time>-sweep-<name>/``:
   ``experiments.runners.node_metrics``), and ``metrics.json``: the cell's summary (with an ``[audit]`` table,
   its canary audit: ``experiments.research.canary_audit``), written last and atomically. Its per-round held-out
   loss and accuracy and training loss are those node-local figures: the sweep holds every workspace, a
-  deployment's server never sees them;
-- ``results.csv``, ``plots/accuracy_vs_epsilon.png``, ``plots/accuracy_vs_round.png``, ``report.md``;
+  deployment's server never sees them. Under ``baselines`` it records the federated model's final figures per
+  workspace beside the unigram, bigram (or majority) and alone figures on the same held-out split
+  (``experiments.research.cell_baselines``). With ``baselines = ["alone"]``, ``cells/<cell>/alone/<workspace>/``
+  holds each consenting workspace's run on its own (``workspaces/`` its copy, ``run/`` its server's results);
+- ``results.csv``, ``plots/loss_vs_epsilon.png``, ``plots/accuracy_vs_epsilon.png``,
+  ``plots/accuracy_vs_round.png``, ``report.md``;
 - ``sweep.log``: Optin's and Flower's logs.
 
 Resumability: a cell whose ``metrics.json`` exists is finished and never rerun; any other cell
@@ -37,9 +41,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from experiments.research.canary_audit import CanaryPlan, audit_model, claimed_epsilon, run_with_canaries
+from experiments.research.cell_baselines import majority_figures, ngram_figures, run_alone, weighted_mean
 from experiments.runners.in_process import run_federation
 from experiments.runners.flower_simulation import run_flower_simulation
-from experiments.runners.node_metrics import round_figures
+from experiments.runners.node_metrics import node_local, round_figures, workspace_figures
 from experiments.research.report import CELL_METRICS, write_report
 from experiments.runners.results import load_metrics, new_run_dir, write_config
 from experiments.research.sweep_cells import CellPlan, build_dataset, prepare_cell
@@ -51,6 +56,12 @@ from federated.privacy.accounting import epsilon
 from federated.privacy.ledger import LEDGER_FILE, Ledger, Release
 
 log = logging.getLogger("optin.sweep")
+
+BASELINE_FIGURES = ("Held-out loss (nats per byte) and accuracy after the last round on each consenting workspace's "
+                    "held-out split of this cell's copy (keyed by its node secret); means weighted by held-out "
+                    "messages. federated and alone: node-local figures from the workspaces' audit logs; unigram "
+                    "and bigram: fitted on the same workspace's training split and scored here by the sweep; "
+                    "majority: the majority-class accuracy each node logged. None of it reaches the server.")
 
 SWEEP_FILE = "sweep.toml"
 LOG_FILE = "sweep.log"
@@ -107,7 +118,8 @@ def run_sweep(sweep: SweepConfig, run_dir: Path, console: Console | None = None)
                 run_cell(plan, sweep, observe)
                 progress.advance(task)
             progress.update(task, description=f"sweep {sweep.name}: done")
-        report = write_report(run_dir, f"Sweep {sweep.name!r}: accuracy vs privacy budget", str(sweep.source))
+        report = write_report(run_dir, f"Sweep {sweep.name!r}: held-out loss and accuracy vs privacy budget",
+                              str(sweep.source))
     return SweepOutcome(run_dir, tuple(p.cell.id for p in plans), finished, time.monotonic() - started, report)
 
 
@@ -123,8 +135,9 @@ def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = Non
         run_federation(folders, plan.run_config, observer)
     else:
         run_flower_simulation(plan.run_config)
-    summary = cell_summary(plan, sweep, load_metrics(Path(plan.run_config.results_dir)),
-                           time.monotonic() - started)
+    server = load_metrics(Path(plan.run_config.results_dir))
+    summary = cell_summary(plan, sweep, server, time.monotonic() - started)
+    summary["baselines"] = cell_baselines(plan, sweep, server, observer)
     if plan.canaries is not None and final is not None and sweep.audit is not None:
         claim = _claim(plan.canaries, plan.cell.dp_mode, summary, sweep)
         summary["audit"] = audit_model(sweep.audit, plan.canaries, plan.run_config, final, sweep.delta, claim)
@@ -132,8 +145,8 @@ def run_cell(plan: CellPlan, sweep: SweepConfig, observer: Observer | None = Non
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json_numbers.dumps(summary), encoding="utf-8")
     tmp.replace(path)
-    log.info("cell %s finished in %.1f s: held-out accuracy %s (node-local)", plan.cell.id, summary["seconds"],
-             summary["rounds"][-1]["eval_accuracy"])
+    log.info("cell %s finished in %.1f s: held-out loss %s, accuracy %s (node-local)", plan.cell.id,
+             summary["seconds"], summary["rounds"][-1]["eval_loss"], summary["rounds"][-1]["eval_accuracy"])
     return path
 
 
@@ -198,6 +211,32 @@ def cell_summary(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], sec
                    "means over the evaluating workspaces; mean over the training ones), which the server never sees",
         "seconds": seconds,
     }
+
+
+def cell_baselines(plan: CellPlan, sweep: SweepConfig, server: dict[str, Any], observer: Observer | None = None
+                   ) -> dict[str, Any]:
+    """The federated model's final figures beside the cell's baselines (``experiments.research.cell_baselines``):
+    per consenting workspace, and as held-out-weighted means (``means``)."""
+    last = max(int(r["round"]) for r in server["rounds"])
+    workspaces: dict[str, dict[str, Any]] = {}
+    for w in plan.workspaces:
+        if not w.opted_out:
+            figures = workspace_figures(server, w.name).get(last, {})
+            workspaces[w.name] = {"federated": {"loss": figures.get("eval-loss"),
+                                                "accuracy": figures.get("eval-accuracy"),
+                                                "held_out": int(figures.get("held-out", 0))}}
+    found = [ngram_figures(plan), majority_figures(plan, str(node_local(server)["run_id"]), last)]
+    seconds = None
+    if "alone" in sweep.baselines:
+        started = time.monotonic()
+        found.append(run_alone(plan, sweep.run_mode, sweep.delta, sweep.accountant, observer))
+        seconds = time.monotonic() - started
+    for figures in filter(None, found):
+        for name, entry in figures.items():
+            workspaces[name].update(entry)
+    names = list(dict.fromkeys(b for w in workspaces.values() for b in w))
+    return {"figures": BASELINE_FIGURES, "means": {b: weighted_mean(workspaces.values(), b) for b in names},
+            "workspaces": workspaces, "alone_seconds": seconds}
 
 
 def _releases(folder: Path) -> list[Release]:

@@ -42,6 +42,8 @@ from federated.tasks import TextScorer, get_task
 
 FINITE_MODES = ("local", "central", "both")
 RUN_MODES = ("inprocess", "flower-sim")
+BASELINES = ("alone",)
+"""Optional baselines a sweep runs per cell (``baselines``); the n-gram ones are always computed."""
 PER_CELL_KEYS = ("noise-multiplier", "seed", "workspaces-root", "results-dir", "dp-mode", "min-available-nodes",
                  "central-noise-multiplier", "central-clipping-norm", "central-delta")
 """RunConfig keys the sweep sets for each cell; ``[run]`` may not set them."""
@@ -58,6 +60,10 @@ def _positive_distinct(values: list[float]) -> list[float]:
     if not all(is_number(v) and v > 0 for v in values):
         raise ValueError("expected numbers > 0")
     return distinct(values)
+
+
+def _distinct_or_empty(values: list[str]) -> list[str]:
+    return distinct(values) if values else values
 
 
 def _at_least(minimum: int) -> Any:
@@ -202,6 +208,9 @@ class _SweepTable(TableModel):
     accountant: Literal[tuple(sorted(ACCOUNTANTS))] = Field(  # type: ignore[valid-type]
         "rdp", description=f"one of {sorted(ACCOUNTANTS)}")
     run_mode: Literal[RUN_MODES] = Field("inprocess", description=f"one of {list(RUN_MODES)}")  # type: ignore[valid-type]
+    baselines: Annotated[list[Literal[BASELINES]], AfterValidator(_distinct_or_empty)] = Field(  # type: ignore[valid-type]
+        [], description=f"a list of distinct baselines from {list(BASELINES)} ('alone': each consenting workspace "
+                        "trained on its own at the cell's settings)")
     run: dict[str, Any] = Field({}, description="a table")
     central: dict[str, Any] = Field({}, description="a table")
     datasets: list[dict[str, Any]] = Field(min_length=1, description="one or more [[datasets]] tables")
@@ -300,6 +309,8 @@ class SweepConfig:
     privacy_units: tuple[str, ...] = ("message",)
     max_messages_per_member: int = 8
     """The member unit's bound: one member's DP sample is at most this many of their messages."""
+    baselines: tuple[str, ...] = ()
+    """Optional baselines run per cell (``BASELINES``); ``alone``: one run per consenting workspace on its own."""
 
     def cells(self) -> list[Cell]:
         """The grid, in a stable order: dataset, privacy unit, DP mode, target ε (large to small), then seed."""
@@ -358,7 +369,7 @@ def parse_sweep(raw: dict[str, Any], source: Path) -> SweepConfig:
                        seeds=tuple(top.seeds), dp_modes=tuple(top.dp_modes) if finite else (), delta=top.delta,
                        accountant=top.accountant, run_mode=top.run_mode, central_clipping_norm=central.clipping_norm,
                        datasets=datasets, run=run, audit=audit, privacy_units=tuple(top.privacy_units),
-                       max_messages_per_member=top.max_messages_per_member)
+                       max_messages_per_member=top.max_messages_per_member, baselines=tuple(top.baselines))
 
 
 def parse_audit(source: Path, table: dict[str, Any], run: RunConfig) -> AuditSpec:

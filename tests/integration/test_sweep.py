@@ -81,7 +81,13 @@ def test_every_cell_has_metrics_and_the_sweep_has_csv_plots_and_report(first_run
         rounds = json.loads((run_dir / "cells" / cell / "metrics.json").read_text())["rounds"]
         assert all(0 <= r["eval_accuracy"] <= 1 and r["held_out"] > 0 for r in rounds)
         assert all(r["train_loss"] > 0 for r in rounds[1:])
-    assert all(r["final_accuracy"] and r["initial_accuracy"] for r in rows)
+    assert all(r["final_accuracy"] and r["initial_accuracy"] and r["final_loss"] for r in rows)
+    for cell in CELLS:  # n-gram baselines always; alone runs only when asked for
+        baselines = json.loads((run_dir / "cells" / cell / "metrics.json").read_text())["baselines"]
+        assert set(baselines["means"]) == {"federated", "unigram", "bigram"}
+        assert not (run_dir / "cells" / cell / "alone").exists()
+    assert all(r["unigram_loss"] and r["bigram_accuracy"] and r["alone_loss"] == "" for r in rows)
+    assert "## Baselines" in report and "No alone runs" in report
 
 
 @pytest.mark.slow

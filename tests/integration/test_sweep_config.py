@@ -57,7 +57,7 @@ def test_the_grid_runs_no_dp_once_per_seed_and_every_finite_target_per_mode(tmp_
 
 def test_the_shipped_configs_are_valid() -> None:
     folder = Path(__file__).parents[2] / "experiments" / "configs"
-    configs = sorted([*folder.glob("sweep_*.toml"), *folder.glob("audit_*.toml")])
+    configs = sorted([*folder.glob("sweep_*.toml"), *folder.glob("audit_*.toml"), folder / "irc_report.toml"])
     assert len(configs) >= 3
     corpus_here = (resolve_data_root() / "irc-disentanglement" / "data").is_dir()
     for path in configs:
