@@ -1,7 +1,7 @@
 """Baselines of a sweep cell, scored on exactly the held-out splits the cell's nodes evaluated the federated model on.
 
 - **Unigram and bigram** (next-character task): for each consenting workspace of the cell's copy, fitted on its
-  node's training split and scored on its node's held-out split (``federated.tasks.baselines.ngram_baselines``,
+  node's training split and scored on its node's held-out split (``federated.tasks.ngram.ngram_baselines``,
   as ``experiments.runners.local_evaluation`` does): the split is ``clients.workspace_cache.load_split`` keyed by
   the copy's node secret with its policy's ``held_out_fraction``, each message encoded as the node encodes it.
   Each cell's copies have fresh node secrets, so the split, and these figures, are the cell's own. Computed on
@@ -45,9 +45,8 @@ from federated.privacy.ledger import LEDGER_FILE, Ledger
 from federated.privacy.node_secret import SECRET_FILE, node_secret
 from federated.privacy.policy import POLICY_FILE, read_policy
 from federated.tasks import get_task
-from federated.tasks.baselines import ngram_baselines
-from federated.tasks.completion import BYTE_VALUES
-from federated.tasks.nextchar import VOCAB_SIZE, NextCharTask
+from federated.tasks.nextchar import NextCharTask
+from federated.tasks.ngram import ngram_baselines
 
 ALONE_FOLDER = "alone"
 NGRAMS = ("unigram", "bigram")
@@ -68,7 +67,7 @@ def ngram_figures(plan: CellPlan) -> dict[str, dict[str, Any]] | None:
             continue
         scored = task.encode(held_out)
         counts = {"held_out": len(scored), "held_out_bytes": int((scored.tensors[1] >= 0).sum())}
-        scores = ngram_baselines(task.encode(train), scored, contexts=VOCAB_SIZE, outputs=BYTE_VALUES)
+        scores = ngram_baselines([m.text for m in train], [m.text for m in held_out], task.seq_len)
         workspaces[w.name] = {name: {**scores[name], **counts} for name in NGRAMS}
     return workspaces
 

@@ -27,10 +27,9 @@ from clients.workspace_node import DATA_FOLDER, WorkspaceNode
 from federated.errors import ConfigError, DataError
 from federated.privacy.node_secret import SECRET_FILE
 from federated.privacy.policy import POLICY_FILE, Policy, read_policy
-from federated.tasks.baselines import ngram_baselines
-from federated.tasks.completion import BYTE_VALUES
 from federated.tasks.model_file import LoadedModel
-from federated.tasks.nextchar import VOCAB_SIZE, NextCharTask
+from federated.tasks.nextchar import NextCharTask
+from federated.tasks.ngram import ngram_baselines
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,7 @@ def evaluate_locally(loaded: LoadedModel, folder: Path) -> LocalEvaluation:
                         "nothing to evaluate on")
     held_out_data = task.encode(held_out)
     scores = {"model": task.evaluate(loaded.model, held_out_data)}
-    scores.update(ngram_baselines(task.encode(train), held_out_data, contexts=VOCAB_SIZE,
-                                  outputs=BYTE_VALUES))
+    scores.update(ngram_baselines([m.text for m in train], [m.text for m in held_out], task.seq_len))
     predicted = int((held_out_data.tensors[1] >= 0).sum())
     return LocalEvaluation(folder, len(held_out), predicted, policy.held_out_fraction, policy_found, secret_created,
                            scores)

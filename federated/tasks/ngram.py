@@ -62,3 +62,9 @@ def evaluate_ngram(table: np.ndarray, texts: Sequence[str], seq_len: int) -> dic
     probs = rows[contexts, targets]
     best = rows.argmax(axis=1)[contexts]
     return {"loss": float(-np.log(probs).mean()), "accuracy": float((best == targets).mean())}
+
+
+def ngram_baselines(train: Sequence[str], held_out: Sequence[str], seq_len: int) -> dict[str, dict[str, float]]:
+    """``{"unigram": {"loss", "accuracy"}, "bigram": {...}}``: both fitted on ``train``, scored on ``held_out``."""
+    return {"unigram": evaluate_ngram(fit_unigram(train, seq_len), held_out, seq_len),
+            "bigram": evaluate_ngram(fit_bigram(train, seq_len), held_out, seq_len)}

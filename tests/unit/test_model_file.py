@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import pickle
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from experiments.cli.app import app
 from federated.config import RunConfig
 from federated.errors import ConfigError
 from federated.tasks import NextCharTask
-from federated.tasks.baselines import ngram_baselines
 from federated.tasks.completion import complete, render
 from federated.tasks.model_file import CARD_FILE, WEIGHTS_FILE, load_model, privacy_claims, save_model
 
@@ -142,18 +140,6 @@ def test_completions_have_the_requested_count_and_byte_length() -> None:
 
 def test_render_replaces_invalid_utf8_and_keeps_one_line() -> None:
     assert render("ab", b"\xc3\n\xc3\xa9\x00") == "ab\ufffd\\né\\x00"
-
-
-def test_baselines_fit_the_training_split_and_score_the_held_out_positions() -> None:
-    task = NextCharTask(seq_len=8)
-    train, held_out = task.encode_texts(["ab", "ab", "b"]), task.encode_texts(["ab"])
-    scores = ngram_baselines(train, held_out, contexts=258, outputs=256)
-    # unigram: a 2 and b 3 of 5 bytes, add-one over 256 values; held-out targets are a then b
-    unigram = -(math.log(3 / 261) + math.log(4 / 261)) / 2
-    assert scores["unigram"]["loss"] == pytest.approx(unigram) and scores["unigram"]["accuracy"] == 0.5
-    # bigram: after BOS a 2/3 of the time, b once; after a always b (2 times)
-    bigram = -(math.log(3 / 259) + math.log(3 / 258)) / 2
-    assert scores["bigram"]["loss"] == pytest.approx(bigram) and scores["bigram"]["accuracy"] == 1.0
 
 
 def test_optin_complete_prints_the_requested_completions(tmp_path: Path) -> None:

@@ -40,3 +40,15 @@ def test_evaluation_is_nats_per_byte_and_argmax_accuracy_on_truncated_texts() ->
 def test_bigram_strength_must_be_positive() -> None:
     with pytest.raises(ValueError, match="strength"):
         fit_bigram(["ab"], seq_len=8, strength=0.0)
+
+
+def test_the_baselines_score_exactly_the_bytes_the_model_is_scored_on() -> None:
+    from federated.tasks.nextchar import NextCharTask
+    from federated.tasks.ngram import byte_pairs, ngram_baselines
+
+    texts = ["héllo wörld", "", "x" * 200, "a b c"]
+    task = NextCharTask(seq_len=16)
+    scored = int((task.encode_texts(texts).tensors[1] >= 0).sum())
+    assert len(byte_pairs(texts, task.seq_len)[1]) == scored
+    baselines = ngram_baselines(texts, texts, task.seq_len)
+    assert baselines["bigram"]["loss"] < baselines["unigram"]["loss"]
