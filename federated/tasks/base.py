@@ -12,7 +12,7 @@ own fields, never on other messages, so removing one message changes exactly one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -59,6 +59,14 @@ class TextScorer(Protocol):
     def score_texts(self, model: nn.Module, texts: Sequence[str]) -> np.ndarray:
         """Log-perplexity (total negative log-likelihood) of each text under ``model``: canary audits rank by it."""
         ...
+
+
+def seeded_model(seed: int, build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` with torch's generator seeded by ``seed``, leaving the caller's generator state as it was:
+    the same seed gives the same initial weights on the server and every node."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build()
 
 
 def get_task(name: str, seq_len: int = 64) -> Task:

@@ -28,6 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from federated.data.records import ChatMessage
+from federated.tasks.base import seeded_model
 
 BOS = 256
 PAD = 257
@@ -119,9 +120,7 @@ class NextCharTask:
         self.shape = shape
 
     def build_model(self, seed: int) -> nn.Module:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return CharTransformer(self.seq_len, self.shape)
+        return seeded_model(seed, lambda: CharTransformer(self.seq_len, self.shape))
 
     def encode(self, messages: Sequence[ChatMessage]) -> TensorDataset:
         return self.encode_texts([m.text for m in messages])

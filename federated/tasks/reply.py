@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from federated.data.records import ChatMessage
+from federated.tasks.base import seeded_model
 
 PAD = 256
 VOCAB_SIZE = 257
@@ -92,9 +93,7 @@ class ReplyTask:
         self.shape = shape
 
     def build_model(self, seed: int) -> nn.Module:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            return ByteConvClassifier(self.shape)
+        return seeded_model(seed, lambda: ByteConvClassifier(self.shape))
 
     def encode(self, messages: Sequence[ChatMessage]) -> TensorDataset:
         return self.encode_groups([[m] for m in messages], per_group=1)
