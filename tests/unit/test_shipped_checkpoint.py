@@ -20,9 +20,10 @@ def test_the_shipped_checkpoint_starts_a_default_run() -> None:
 
 
 def test_its_pretraining_text_is_disjoint_from_the_evaluation_workspaces() -> None:
-    corpus = irc_corpus_dir(resolve_data_root())
-    if not corpus.is_dir():
-        pytest.skip(f"IRC corpus not found at {corpus}")
+    root = resolve_data_root()
+    if not (root / "irc-disentanglement" / "data").is_dir():
+        pytest.skip(f"IRC corpus not found under {root}")
+    corpus = irc_corpus_dir(root)
     (path,) = SHIPPED.values()
     _, metadata = load_checkpoint(path)
     assert pretraining_overlap(metadata, corpus, EVALUATION_PARTITIONS) == []
