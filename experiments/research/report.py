@@ -216,6 +216,9 @@ def summarize(cells: list[dict[str, Any]]) -> list[Group]:
         baselines = {name: {metric: tuple(v for m in members
                                           if (v := baseline_means(m).get(name, {}).get(metric)) is not None)
                             for metric in ("loss", "accuracy")} for name in BASELINES}
+        # Round 0: the model every cell starts from (fresh, or a public checkpoint), before any workspace's data.
+        baselines["initial"] = {metric: tuple(v for m in members if (v := m["rounds"][0][f"eval_{metric}"]) is not None)
+                                for metric in ("loss", "accuracy")}
         groups.append(Group(dataset, mode, target, tuple(m["rounds"][-1]["eval_accuracy"] for m in members),
                             max(m["epsilon"]["local"] for m in members), max(central) if central else None,
                             tuple(m["rounds"][-1]["eval_loss"] for m in members
@@ -432,7 +435,8 @@ def _baselines_section(cells: list[dict[str, Any]], groups: list[Group]) -> list
         "alone": "**alone**: each workspace trained with no other, at the cell's settings (rounds, local steps, q, "
                  "noise, DP mode, seed) and so at the same ε, on a copy of its cell copy with the same node secret "
                  "(the same held-out split) and a fresh ledger; node-local figures from its own audit log.",
-        "unigram": "**unigram**, **bigram**: byte n-gram models (add-one smoothed) fitted on the workspace's "
+        "unigram": "**unigram**, **bigram**: byte n-gram models (unigram add-one smoothed, bigram smoothed towards "
+                   "the unigram; `federated/tasks/ngram.py`) fitted on the workspace's "
                    "training split and scored on its held-out split by the sweep, which holds the data; no DP, "
                    "nothing leaves the machine.",
         "majority": "**majority**: always the held-out split's majority class, as each node logged it (accuracy "
@@ -442,11 +446,13 @@ def _baselines_section(cells: list[dict[str, Any]], groups: list[Group]) -> list
         "", "## Baselines", "",
         "Every figure is on the same text: each consenting workspace's held-out split of the cell's copy (keyed by "
         "its node secret), after the last round, held-out-weighted over workspaces; mean ± sample sd over seeds"
-        f"{_loss_unit(cells)}. **federated**: the global model (node-local figures read from the workspaces' audit "
-        "logs). " + " ".join(text for name, text in described.items() if name in recorded)
+        f"{_loss_unit(cells)}. **initial**: the model every cell starts from (round 0: a fresh model, or the public "
+        "checkpoint `init-model` names), before it has seen any workspace's data; what training adds is the gap "
+        "between it and the others. **federated**: the global model (node-local figures read from the workspaces' "
+        "audit logs). " + " ".join(text for name, text in described.items() if name in recorded)
         + ("" if "alone" in recorded else " (No alone runs: add `baselines = ['alone']` to the sweep file.)"),
     ]
-    names = ["federated", *recorded]
+    names = ["initial", "federated", *recorded]
     header = " | ".join(f"{n} {m}" for n in names for m in ("loss", "accuracy") if n != "majority" or m == "accuracy")
     for dataset in sorted({g.dataset for g in groups}):
         lines += ["", f"### {dataset}", "", f"| DP mode | target ε | seeds | {header} |",

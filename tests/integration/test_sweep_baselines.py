@@ -117,7 +117,8 @@ def test_each_consenting_workspace_and_no_other_runs_alone_on_its_cell_split_wit
 def test_report_csv_and_plots_show_loss_and_every_baseline(run_dir: Path) -> None:
     report = (run_dir / "report.md").read_text(encoding="utf-8")
     assert "## Baselines" in report and "### synthetic" in report
-    assert ("| DP mode | target ε | seeds | federated loss | federated accuracy | alone loss | alone accuracy | "
+    assert ("| DP mode | target ε | seeds | initial loss | initial accuracy | federated loss | federated accuracy | "
+            "alone loss | alone accuracy | "
             "unigram loss | unigram accuracy | bigram loss | bigram accuracy |") in report
     assert "| dataset | DP mode | target ε | seeds | loss | accuracy |" in report
     assert "loss in nats per byte" in report and "held-out split" in report
