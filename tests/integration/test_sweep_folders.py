@@ -217,6 +217,18 @@ def test_a_canary_audit_on_a_folder_plants_no_canary_in_an_opted_out_workspace(t
     assert "consent = false" in (tmp_path / "cell" / "workspaces" / "acme" / "policy.toml").read_text()
 
 
+def test_the_shipped_slack_report_config_is_valid_on_a_folder_of_exports(tmp_path: Path) -> None:
+    shipped = Path(__file__).parents[2] / "experiments" / "configs" / "slack_report.toml"
+    config = tmp_path / "repo" / "experiments" / "configs" / shipped.name
+    config.parent.mkdir(parents=True)
+    config.write_text(shipped.read_text(encoding="utf-8"), encoding="utf-8")
+    slack_exports(tmp_path)
+    (tmp_path / "exports").rename(tmp_path / "slack-exports")
+    sweep = load_sweep(config)
+    assert len(sweep.cells()) == 12 and sweep.run.init_model == "irc-ubuntu-2004-2011"
+    assert list(sweep.baselines) == ["alone"]
+
+
 def test_the_shipped_slack_folder_config_is_valid_on_a_folder_of_exports(tmp_path: Path) -> None:
     shipped = Path(__file__).parents[2] / "experiments" / "configs" / "sweep_slack_folder.toml"
     text = shipped.read_text(encoding="utf-8")
